@@ -1,0 +1,3 @@
+export * from './types.js';
+export * from './source.js';
+export { readGGUF, readTensorBytes, findTensor, metaString, metaNumber, type ReadGGUFOptions } from './read.js';
