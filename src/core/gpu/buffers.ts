@@ -1,0 +1,34 @@
+/** Small helpers for moving arrays to and from the GPU. */
+
+/** A storage buffer holding `data` (padded to 4 bytes). */
+export function uploadStorage(device: GPUDevice, data: ArrayBufferView, label: string, extraUsage = 0): GPUBuffer {
+  const size = Math.max(4, Math.ceil(data.byteLength / 4) * 4);
+  const buffer = device.createBuffer({
+    label,
+    size,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC | extraUsage,
+    mappedAtCreation: true,
+  });
+  new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  buffer.unmap();
+  return buffer;
+}
+
+/** A uniform buffer from 32-bit words (u32 or f32 views share the bytes). */
+export function uploadUniform(device: GPUDevice, words: Uint32Array | Float32Array, label: string): GPUBuffer {
+  const buffer = device.createBuffer({ label, size: Math.ceil(words.byteLength / 16) * 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  device.queue.writeBuffer(buffer, 0, words);
+  return buffer;
+}
+
+/** Copies `byteLength` bytes of a storage buffer back to the CPU. */
+export async function readBack(device: GPUDevice, source: GPUBuffer, byteLength = source.size): Promise<ArrayBuffer> {
+  const staging = device.createBuffer({ label: 'readback', size: byteLength, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const encoder = device.createCommandEncoder();
+  encoder.copyBufferToBuffer(source, 0, staging, 0, byteLength);
+  device.queue.submit([encoder.finish()]);
+  await staging.mapAsync(GPUMapMode.READ);
+  const copy = staging.getMappedRange().slice(0);
+  staging.destroy();
+  return copy;
+}

@@ -1,0 +1,59 @@
+import { RullamaError } from '../errors.js';
+
+export interface OpenDeviceOptions {
+  /**
+   * The WebGPU entry point: `navigator.gpu` in pages and workers, `create([])` from the `webgpu`
+   * package in Node. Passed in so that the core never reaches for a global.
+   */
+  gpu: GPU | undefined;
+  powerPreference?: GPUPowerPreference;
+  /** Limits the work needs; each is checked against the adapter before asking for it. */
+  requiredLimits?: Record<string, number>;
+  /** Features to enable when the adapter has them (for example 'shader-f16', 'subgroups'). */
+  optionalFeatures?: GPUFeatureName[];
+}
+
+export interface OpenedDevice {
+  adapter: GPUAdapter;
+  device: GPUDevice;
+  /** The optional features that were granted. */
+  features: ReadonlySet<string>;
+  /** A one-line description of the adapter for logs and benchmark records. */
+  description: string;
+}
+
+/**
+ * Opens a WebGPU device with explicitly requested limits. Fails with 'no-webgpu' (and a hint)
+ * when there is no WebGPU, no adapter, or the adapter cannot meet the limits.
+ */
+export async function openDevice(options: OpenDeviceOptions): Promise<OpenedDevice> {
+  const { gpu } = options;
+  if (!gpu) {
+    throw new RullamaError(
+      'no-webgpu',
+      'WebGPU is not available here: use a recent Chrome or Edge (or Firefox/Safari with WebGPU enabled), or Node with the "webgpu" package',
+    );
+  }
+  const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? 'high-performance' });
+  if (!adapter) throw new RullamaError('no-webgpu', 'WebGPU is present but no GPU adapter was found (is hardware acceleration disabled?)');
+
+  const requiredLimits: Record<string, number> = {};
+  for (const [name, wanted] of Object.entries(options.requiredLimits ?? {})) {
+    const available = (adapter.limits as unknown as Record<string, number>)[name];
+    if (available === undefined) continue;
+    if (available < wanted) {
+      throw new RullamaError('no-webgpu', `this GPU allows ${name} = ${available}, but ${wanted} is needed`);
+    }
+    requiredLimits[name] = wanted;
+  }
+  const features = (options.optionalFeatures ?? []).filter((f) => adapter.features.has(f));
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({ requiredLimits, requiredFeatures: features });
+  } catch (cause) {
+    throw new RullamaError('no-webgpu', `the GPU refused to open a device: ${String(cause)}`, { cause });
+  }
+  const info = adapter.info;
+  const description = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ') || 'unknown adapter';
+  return { adapter, device, features: new Set(features), description };
+}
