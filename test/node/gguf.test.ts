@@ -65,6 +65,12 @@ describe('GGUF reader', () => {
     await assert.rejects(readTensorBytes(src, a, 1, 2), /outside tensor a.weight/);
   });
 
+  test('keeps a leading U+FEFF in strings (some vocabulary tokens start with one)', async () => {
+    const f = await readGGUF(bytesSource(craftGGUF({ kvs: [['k', str('\ufeff<?')], ['ascii', str('\ufeff')]] })));
+    assert.equal(f.metadata.get('k'), '\ufeff<?');
+    assert.equal(f.metadata.get('ascii'), '\ufeff');
+  });
+
   test('reads GGUF v2 too', async () => {
     const f = await readGGUF(bytesSource(craftGGUF({ version: 2, kvs: [['k', str('v')]] })));
     assert.equal(f.version, 2);
@@ -90,7 +96,7 @@ describe('GGUF reader', () => {
     await rejects(craftGGUF({ version: 1 }), 'bad-gguf', /version 1.*obsolete/);
     await rejects(craftGGUF({ version: 0x03000000 }), 'bad-gguf', /big-endian/);
     await rejects(new Uint8Array(10), 'truncated', /too short/);
-    await rejects(craftGGUF({ kvs: [['k', { type: 13 as GGUFValueType, value: 0 }]] }), 'bad-gguf', /unknown value type 13/);
+    await rejects(craftGGUF({ kvs: [['k', { type: 13 as GGUFValueType.UINT8, value: 0 }]] }), 'bad-gguf', /unknown value type 13/);
     await rejects(craftGGUF({ kvs: [['k', arr(GGUFValueType.UINT32, [u32(1)])]] }).map((b, i, a) => (i === 8 ? 0xff : b)), 'bad-gguf', /tensor count/);
     await rejects(craftGGUF({ kvs: [['k', str('a')], ['k', str('b')]] }), 'bad-gguf', /duplicate metadata key k/);
     await rejects(craftGGUF({ kvs: [['general.alignment', u32(48)]] }), 'bad-gguf', /power of two/);

@@ -37,7 +37,8 @@ const FIXED_SIZE: Partial<Record<GGUFValueType, number>> = {
   [GGUFValueType.FLOAT64]: 8,
 };
 
-const utf8 = new TextDecoder('utf-8', { fatal: false });
+// ignoreBOM: some vocabulary entries start with U+FEFF, which must survive decoding.
+const utf8 = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
 
 /**
  * Sequential reader over a ByteSource that pulls the header in chunks as the parser needs it,
