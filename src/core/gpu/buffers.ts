@@ -15,7 +15,7 @@ export function uploadStorage(device: GPUDevice, data: ArrayBufferView, label: s
 }
 
 /** A uniform buffer from 32-bit words (u32 or f32 views share the bytes). */
-export function uploadUniform(device: GPUDevice, words: Uint32Array | Float32Array, label: string): GPUBuffer {
+export function uploadUniform(device: GPUDevice, words: Uint32Array<ArrayBuffer> | Float32Array<ArrayBuffer>, label: string): GPUBuffer {
   const buffer = device.createBuffer({ label, size: Math.ceil(words.byteLength / 16) * 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
   device.queue.writeBuffer(buffer, 0, words);
   return buffer;

@@ -1,0 +1,14 @@
+/**
+ * The rullama core: no DOM, no globals. Runs in pages, workers and Node (pass the WebGPU entry
+ * point in: `navigator.gpu`, or `create([])` from the `webgpu` package).
+ */
+export * from './errors.js';
+export * from './gguf/index.js';
+export * from './quant/index.js';
+export * from './tokenizer/index.js';
+export * from './chat/index.js';
+export * from './ollama/index.js';
+export { openDevice, type OpenDeviceOptions, type OpenedDevice } from './gpu/device.js';
+export { readGemma4Config, type Gemma4Config, type LayerConfig } from './model/config.js';
+export { resolveTensors, type ModelTensors, type LayerTensors } from './model/tensors.js';
+export { ReferenceModel } from './reference/forward.js';
