@@ -104,6 +104,18 @@ class HeaderCursor {
     const at = this.take(n);
     return this.buf.subarray(at, at + n);
   }
+  /**
+   * The next string when it is already buffered (the common case inside a vocabulary array),
+   * else undefined with nothing consumed; the caller then takes the checked async path.
+   */
+  stringIfBuffered(): string | undefined {
+    const at = this.pos - this.bufStart;
+    if (at + 8 > this.buf.byteLength) return undefined;
+    const length = this.view.getUint32(at, true);
+    if (this.view.getUint32(at + 4, true) !== 0 || length > MAX_STRING_BYTES || at + 8 + length > this.buf.byteLength) return undefined;
+    this.pos += 8 + length;
+    return decodeString(this.buf.subarray(at + 8, at + 8 + length));
+  }
   dataView(): { view: DataView; at: number } {
     return { view: this.view, at: this.pos - this.bufStart };
   }
@@ -115,9 +127,13 @@ class HeaderCursor {
 /** Decodes UTF-8; pure-ASCII strings (most tokens and keys) skip the TextDecoder call. */
 function decodeString(bytes: Uint8Array): string {
   if (bytes.length < 32) {
-    let ascii = true;
-    for (let i = 0; i < bytes.length; i++) if (bytes[i]! >= 0x80) { ascii = false; break; }
-    if (ascii) return String.fromCharCode(...bytes);
+    let s = '';
+    for (let i = 0; i < bytes.length; i++) {
+      const b = bytes[i]!;
+      if (b >= 0x80) return utf8.decode(bytes);
+      s += String.fromCharCode(b);
+    }
+    return s;
   }
   return utf8.decode(bytes);
 }
@@ -192,7 +208,11 @@ async function readValue(cur: HeaderCursor, type: number, key: string, depth: nu
     const count = await readCount(cur, `${key}: array length`, MAX_ARRAY_LENGTH, minItem);
     if (itemType in FIXED_SIZE) return readFixedArray(cur, itemType, count);
     const items: GGUFValue[] = new Array(count);
-    for (let i = 0; i < count; i++) items[i] = await readValue(cur, itemType, key, depth + 1);
+    if (itemType === GGUFValueType.STRING) {
+      for (let i = 0; i < count; i++) items[i] = cur.stringIfBuffered() ?? (await readString(cur, `${key}[${i}]`));
+    } else {
+      for (let i = 0; i < count; i++) items[i] = await readValue(cur, itemType, key, depth + 1);
+    }
     return items as GGUFArray;
   }
   const size = FIXED_SIZE[type as GGUFValueType];
