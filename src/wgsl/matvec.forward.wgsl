@@ -1,0 +1,69 @@
+// Matrix-vector product for one token (decode): y[y_offset + r] = sum_c W[first_row + r, c] * x[x_offset + c]
+// for r in [0, rows), with W kept in its GGUF byte layout.
+//
+// This is the op body; the pipeline appends weights/common.wgsl and one weights/<dtype>.wgsl,
+// which supply W_BLOCK_VALUES, W_BLOCK_BYTES and w_decode8 (see common.wgsl).
+//
+// Layout:
+//   weight  raw GGUF bytes as u32 words; row r (of the buffer) starts at byte r * cols / W_BLOCK_VALUES * W_BLOCK_BYTES
+//   x       f32 activations, read as vec4 (x_offset is a multiple of 4 elements; cols of 32)
+//   y       f32 outputs; y_offset lets a row tile of a large matrix write its slice of a shared y
+//
+// Work split: a workgroup of LANES_PER_ROW x ROWS_PER_WG threads computes ROWS_PER_WG rows. The
+// lanes of a row walk its 8-value groups with stride LANES_PER_ROW (neighbouring lanes read
+// neighbouring bytes), each accumulating scale * dot(q, x) + bias * sum(x) in f32; a shared-
+// memory tree then sums the lanes. Workgroups are numbered x-fastest over a 2-D dispatch, so more
+// than 65,535 of them fit; extra threads (rows past `rows`) take part in the barriers only.
+
+const LANES_PER_ROW: u32 = 32u;
+const ROWS_PER_WG: u32 = 8u;
+const WG_SIZE: u32 = LANES_PER_ROW * ROWS_PER_WG;
+const GROUPS_PER_BLOCK: u32 = W_BLOCK_VALUES / 8u;
+
+struct Params {
+  rows: u32,        // rows to compute
+  cols: u32,        // values per row (a multiple of 32 and of W_BLOCK_VALUES)
+  first_row: u32,   // row of `weight` that is output row 0
+  x_offset: u32,    // elements, a multiple of 4
+  y_offset: u32,    // elements
+}
+
+@group(0) @binding(0) var<storage, read> weight: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+var<workgroup> partial: array<f32, WG_SIZE>;
+
+@compute @workgroup_size(LANES_PER_ROW, ROWS_PER_WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+  let row = (wid.x + wid.y * nwg.x) * ROWS_PER_WG + lid.y;
+  var acc = 0.0;
+  if (row < params.rows) {
+    let groups = params.cols / 8u;
+    let row_byte = (params.first_row + row) * (params.cols / W_BLOCK_VALUES) * W_BLOCK_BYTES;
+    let xv = params.x_offset / 4u;
+    for (var k = lid.x; k < groups; k += LANES_PER_ROW) {
+      let w = w_decode8(row_byte + (k / GROUPS_PER_BLOCK) * W_BLOCK_BYTES, k % GROUPS_PER_BLOCK);
+      let x0 = x[xv + 2u * k];
+      let x1 = x[xv + 2u * k + 1u];
+      acc += w.scale * (dot(w.q0, x0) + dot(w.q1, x1)) + w.bias * dot(x0 + x1, vec4<f32>(1.0));
+    }
+  }
+  let slot = lid.y * LANES_PER_ROW;
+  partial[slot + lid.x] = acc;
+  workgroupBarrier();
+  for (var stride = LANES_PER_ROW / 2u; stride > 0u; stride >>= 1u) {
+    if (lid.x < stride) {
+      partial[slot + lid.x] += partial[slot + lid.x + stride];
+    }
+    workgroupBarrier();
+  }
+  if (lid.x == 0u && row < params.rows) {
+    y[params.y_offset + row] = partial[slot];
+  }
+}

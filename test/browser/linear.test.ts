@@ -1,0 +1,44 @@
+// The linear kernels (GGUF-layout weights, matvec and matmul) in Chromium's WebGPU; the same checks
+// run on Dawn in Node (test/node/linear-dawn.test.ts).
+import { expect } from '@open-wc/testing';
+import { openDevice } from '../../src/core/gpu/device.js';
+import { LINEAR_TYPES, LinearKernels } from '../../src/core/gpu/linear.js';
+import { typeName } from '../../src/core/gguf/types.js';
+import { badBindingCodes, brokenShaderMessage, checkLinearType, LINEAR_TOLERANCE } from '../shared/linear-case.js';
+
+describe('linear kernels in Chromium', () => {
+  let device: GPUDevice;
+  let kernels: LinearKernels;
+
+  before(async () => {
+    ({ device } = await openDevice({ gpu: navigator.gpu }));
+    kernels = new LinearKernels(device);
+  });
+
+  after(() => {
+    kernels.destroy();
+    device.destroy();
+  });
+
+  for (const type of LINEAR_TYPES) {
+    it(`${typeName(type)} matvec and matmul match the CPU`, async () => {
+      const checks = await checkLinearType(kernels, type);
+      for (const c of checks) {
+        expect(c.maxRelErr, `${typeName(type)} ${c.name}`).to.be.at.most(LINEAR_TOLERANCE);
+        expect(c.untouched, `${typeName(type)} ${c.name} wrote outside its outputs`).to.equal(true);
+      }
+    });
+  }
+
+  it('reports WGSL compile errors with the part and line', async () => {
+    const r = await brokenShaderMessage(device);
+    expect(r.isCompileError, r.message).to.equal(true);
+    expect(r.part).to.equal('body.wgsl');
+    expect(r.line).to.equal(3);
+    expect(r.message).to.contain('undefined_thing');
+  });
+
+  it('refuses bad bindings before any GPU work', async () => {
+    expect(await badBindingCodes(kernels)).to.deep.equal(['bad-argument', 'bad-argument', 'bad-argument', 'bad-argument', 'unsupported']);
+  });
+});

@@ -1,0 +1,57 @@
+// The linear kernels (GGUF-layout weights, matvec and matmul) on Dawn in Node; the same checks
+// run in Chromium (test/browser/linear.test.ts). On machines without a GPU, VK_ICD_FILENAMES points
+// Dawn at SwiftShader (see package.json), so the shapes stay small.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { create, globals } from 'webgpu';
+import { openDevice } from '../../src/core/gpu/device.js';
+import { LINEAR_TYPES, LinearKernels } from '../../src/core/gpu/linear.js';
+import { typeName } from '../../src/core/gguf/types.js';
+import { badBindingCodes, brokenShaderMessage, checkLinearType, LINEAR_TOLERANCE } from '../shared/linear-case.js';
+
+Object.assign(globalThis, globals);
+
+describe('linear kernels on Dawn', () => {
+  // Kept referenced for the whole suite: if the GPU object is collected, Dawn's instance goes with
+  // it and pending async work (pipeline compiles, buffer maps) crashes the process.
+  let gpu: GPU;
+  let device: GPUDevice;
+  let kernels: LinearKernels;
+  let adapter = '';
+
+  before(async () => {
+    gpu = create([]);
+    const opened = await openDevice({ gpu });
+    device = opened.device;
+    adapter = opened.description;
+    kernels = new LinearKernels(device);
+  });
+
+  after(() => {
+    kernels.destroy();
+    device.destroy();
+    void gpu;
+  });
+
+  for (const type of LINEAR_TYPES) {
+    it(`${typeName(type)} matvec and matmul match the CPU`, async () => {
+      const checks = await checkLinearType(kernels, type);
+      const report = checks.map((c) => `${c.name}: ${c.maxRelErr.toExponential(2)}${c.untouched ? '' : ' (wrote outside its outputs)'}`).join('\n  ');
+      for (const c of checks) {
+        assert.ok(c.maxRelErr <= LINEAR_TOLERANCE && c.untouched, `${typeName(type)} on ${adapter}:\n  ${report}`);
+      }
+    });
+  }
+
+  it('reports WGSL compile errors with the part and line', async () => {
+    const r = await brokenShaderMessage(device);
+    assert.ok(r.isCompileError, r.message);
+    assert.equal(r.part, 'body.wgsl');
+    assert.equal(r.line, 3);
+    assert.match(r.message, /undefined_thing/);
+  });
+
+  it('refuses bad bindings before any GPU work', async () => {
+    assert.deepEqual(await badBindingCodes(kernels), ['bad-argument', 'bad-argument', 'bad-argument', 'bad-argument', 'unsupported']);
+  });
+});

@@ -1,0 +1,265 @@
+// GPU checks of the linear kernels (matvec and matmul over GGUF-layout weights), shared by the
+// Node (Dawn) and browser (Chromium WebGPU) suites. For each dtype: Gaussian weights (std
+// 1/sqrt(cols)) quantised with quantize(), uploaded raw; the GPU result is compared with a float64
+// product over the dequantize()d weights, as max |gpu − exact| / Σ_c |w·x| over the row.
+import { readBack, uploadStorage } from '../../src/core/gpu/buffers.js';
+import { LinearKernels, uploadWeight, weightRowBytes, type Dispatch } from '../../src/core/gpu/linear.js';
+import { PipelineCache, ShaderCompileError } from '../../src/core/gpu/pipelines.js';
+import { GGML_TYPES, GGMLType, typeName } from '../../src/core/gguf/types.js';
+import { dequantize } from '../../src/core/quant/dequant.js';
+import { quantize } from '../../src/core/quant/quantize.js';
+
+/** The tolerance every check must meet (f32 accumulation). */
+export const LINEAR_TOLERANCE = 1e-5;
+
+export interface LinearCheck {
+  /** What was checked, e.g. 'matmul T=33'. */
+  readonly name: string;
+  /** max |gpu − exact| / Σ|w·x| over all outputs checked (NaN counts as Infinity). */
+  readonly maxRelErr: number;
+  /** Whether every output the call must not write still holds its sentinel. */
+  readonly untouched: boolean;
+}
+
+const SENTINEL = -12345.5;
+
+function seededNormals(n: number, seed: number, std = 1): Float32Array<ArrayBuffer> {
+  let s = seed >>> 0;
+  const uniform = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) + 0.5) / 2 ** 32;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = std * Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+  return out;
+}
+
+/** A test matrix: its GGUF bytes and the exact values those bytes stand for. */
+interface Matrix {
+  type: GGMLType;
+  rows: number;
+  cols: number;
+  bytes: Uint8Array;
+  values: Float32Array;
+}
+
+function makeMatrix(type: GGMLType, rows: number, cols: number, seed: number): Matrix {
+  const bytes = quantize(type, seededNormals(rows * cols, seed, 1 / Math.sqrt(cols)));
+  return { type, rows, cols, bytes, values: dequantize(type, bytes, rows * cols) };
+}
+
+/**
+ * Relative error of `got` (token t's output row r at got[yOffset + t*yStride + r]) against the
+ * float64 product of rows [firstRow, firstRow + rows) with x (token t at x[t*cols]).
+ */
+function relErr(m: Matrix, x: Float32Array, tokens: number, got: Float32Array, o: { firstRow?: number; rows?: number; yOffset?: number; yStride?: number }): number {
+  const firstRow = o.firstRow ?? 0;
+  const rows = o.rows ?? m.rows;
+  const yOffset = o.yOffset ?? 0;
+  const yStride = o.yStride ?? rows;
+  let worst = 0;
+  for (let t = 0; t < tokens; t++) {
+    for (let r = 0; r < rows; r++) {
+      let exact = 0;
+      let scale = 0;
+      const w = (firstRow + r) * m.cols;
+      for (let c = 0; c < m.cols; c++) {
+        const p = m.values[w + c]! * x[t * m.cols + c]!;
+        exact += p;
+        scale += Math.abs(p);
+      }
+      const err = Math.abs(got[yOffset + t * yStride + r]! - exact) / scale;
+      worst = Math.max(worst, Number.isNaN(err) ? Infinity : err);
+    }
+  }
+  return worst;
+}
+
+/** Whether got[i] holds the sentinel for every i outside the written set. */
+function sentinelsKept(got: Float32Array, written: (i: number) => boolean): boolean {
+  for (let i = 0; i < got.length; i++) if (!written(i) && got[i] !== SENTINEL) return false;
+  return true;
+}
+
+function submit(device: GPUDevice, record: (pass: GPUComputePassEncoder) => void): void {
+  const encoder = device.createCommandEncoder();
+  const pass = encoder.beginComputePass();
+  record(pass);
+  pass.end();
+  device.queue.submit([encoder.finish()]);
+}
+
+function sentinelBuffer(device: GPUDevice, length: number, label: string): GPUBuffer {
+  return uploadStorage(device, new Float32Array(length).fill(SENTINEL), label);
+}
+
+function resetSentinels(device: GPUDevice, buffer: GPUBuffer, length: number): void {
+  device.queue.writeBuffer(buffer, 0, new Float32Array(length).fill(SENTINEL));
+}
+
+async function readF32(device: GPUDevice, buffer: GPUBuffer, length: number): Promise<Float32Array> {
+  return new Float32Array(await readBack(device, buffer, length * 4));
+}
+
+/** Shapes: several blocks per row; row counts not multiples of the workgroup's rows. */
+export function shapeFor(type: GGMLType): { cols: number } {
+  return { cols: GGML_TYPES.get(type)!.blockSize === 256 ? 768 : 160 };
+}
+
+/** Runs every check for one dtype; returns their results (the caller asserts). */
+export async function checkLinearType(kernels: LinearKernels, type: GGMLType): Promise<LinearCheck[]> {
+  const { device } = kernels;
+  const { cols } = shapeFor(type);
+  const name = typeName(type);
+  const checks: LinearCheck[] = [];
+  const owned: GPUBuffer[] = [];
+  const dispatches: Dispatch[] = [];
+  const own = <T extends GPUBuffer>(b: T): T => (owned.push(b), b);
+  const keep = (d: Dispatch): Dispatch => (dispatches.push(d), d);
+  try {
+    // --- matvec: 37 rows, then the same binding again with a different x ---------------------
+    const small = makeMatrix(type, 37, cols, 11 + type);
+    const wSmall = own(uploadWeight(device, type, small.bytes, `${name} small`));
+    const x1 = seededNormals(cols, 21);
+    const x2 = seededNormals(cols, 22);
+    const xBuf = own(uploadStorage(device, x1, 'x'));
+    const yLen = small.rows + 5;
+    const yBuf = own(sentinelBuffer(device, yLen, 'y'));
+    const mv = keep(await kernels.bindMatVec({ weight: wSmall, type, rows: small.rows, cols, x: xBuf, y: yBuf }));
+    for (const [i, x] of [x1, x2].entries()) {
+      if (i > 0) device.queue.writeBuffer(xBuf, 0, x);
+      submit(device, (pass) => mv.encode(pass));
+      const got = await readF32(device, yBuf, yLen);
+      checks.push({ name: `matvec 37x${cols} (call ${i + 1})`, maxRelErr: relErr(small, x, 1, got, {}), untouched: sentinelsKept(got, (j) => j < small.rows) });
+    }
+
+    // --- row tiles: 70 rows as tiles [0,40) and [40,70), each its own buffer; and firstRow ----
+    const big = makeMatrix(type, 70, cols, 31 + type);
+    const rowBytes = weightRowBytes(type, cols);
+    const tileA = own(uploadWeight(device, type, big.bytes.subarray(0, 40 * rowBytes), `${name} rows 0..40`));
+    const tileB = own(uploadWeight(device, type, big.bytes.subarray(40 * rowBytes, 70 * rowBytes), `${name} rows 40..70`));
+    const wBig = own(uploadWeight(device, type, big.bytes, `${name} 70 rows`));
+    const yTiles = own(sentinelBuffer(device, 70, 'y tiles'));
+    const yFirst = own(sentinelBuffer(device, 36, 'y firstRow'));
+    const tA = keep(await kernels.bindMatVec({ weight: tileA, type, rows: 40, cols, x: xBuf, y: yTiles }));
+    const tB = keep(await kernels.bindMatVec({ weight: tileB, type, rows: 30, cols, x: xBuf, y: yTiles, yOffset: 40 }));
+    const tF = keep(await kernels.bindMatVec({ weight: wBig, type, rows: 30, cols, firstRow: 40, x: xBuf, y: yFirst, yOffset: 3 }));
+    submit(device, (pass) => {
+      tA.encode(pass);
+      tB.encode(pass);
+      tF.encode(pass);
+    });
+    const gotTiles = await readF32(device, yTiles, 70);
+    checks.push({ name: 'matvec row tiles (yOffset)', maxRelErr: relErr(big, x2, 1, gotTiles, {}), untouched: true });
+    const gotFirst = await readF32(device, yFirst, 36);
+    checks.push({
+      name: 'matvec firstRow',
+      maxRelErr: relErr(big, x2, 1, gotFirst, { firstRow: 40, rows: 30, yOffset: 3 }),
+      untouched: sentinelsKept(gotFirst, (j) => j >= 3 && j < 33),
+    });
+
+    // --- matmul: one binding for up to 33 tokens, run with T = 1, 5, 33 ----------------------
+    const maxT = 33;
+    const xs = seededNormals(maxT * cols, 41);
+    const xsBuf = own(uploadStorage(device, xs, 'xs'));
+    const ysLen = maxT * big.rows;
+    const ysBuf = own(sentinelBuffer(device, ysLen, 'ys'));
+    const mm = keep(await kernels.bindMatMul({ weight: wBig, type, rows: big.rows, cols, tokens: maxT, x: xsBuf, y: ysBuf }));
+    const matmulOut = new Map<number, Float32Array>();
+    for (const T of [1, 5, 33]) {
+      resetSentinels(device, ysBuf, ysLen);
+      submit(device, (pass) => mm.encode(pass, T));
+      const got = await readF32(device, ysBuf, ysLen);
+      matmulOut.set(T, got);
+      checks.push({ name: `matmul 70x${cols} T=${T}`, maxRelErr: relErr(big, xs, T, got, {}), untouched: sentinelsKept(got, (j) => j < T * big.rows) });
+    }
+
+    // --- T separate matvecs (xOffset, yOffset per token) against the CPU and the matmul -------
+    const perToken = own(sentinelBuffer(device, 5 * big.rows, 'y per token'));
+    const mvs: Dispatch[] = [];
+    for (let t = 0; t < 5; t++) {
+      mvs.push(keep(await kernels.bindMatVec({ weight: wBig, type, rows: big.rows, cols, x: xsBuf, xOffset: t * cols, y: perToken, yOffset: t * big.rows })));
+    }
+    submit(device, (pass) => mvs.forEach((d) => d.encode(pass)));
+    const gotPer = await readF32(device, perToken, 5 * big.rows);
+    checks.push({ name: '5 matvecs (xOffset)', maxRelErr: relErr(big, xs, 5, gotPer, {}), untouched: true });
+    const mm5 = matmulOut.get(5)!;
+    let vsMatvec = 0;
+    for (let t = 0; t < 5; t++) {
+      for (let r = 0; r < big.rows; r++) {
+        let scale = 0;
+        for (let c = 0; c < cols; c++) scale += Math.abs(big.values[r * cols + c]! * xs[t * cols + c]!);
+        vsMatvec = Math.max(vsMatvec, Math.abs(mm5[t * big.rows + r]! - gotPer[t * big.rows + r]!) / scale);
+      }
+    }
+    checks.push({ name: 'matmul T=5 vs 5 matvecs', maxRelErr: vsMatvec, untouched: true });
+
+    // --- matmul row tiles into one [T, 70] y (yStride), with two token counts in one pass ------
+    const yTileLen = maxT * 70;
+    const yTileMM = own(sentinelBuffer(device, yTileLen, 'ys tiles'));
+    const mA = keep(await kernels.bindMatMul({ weight: tileA, type, rows: 40, cols, tokens: maxT, x: xsBuf, y: yTileMM, yStride: 70 }));
+    const mB = keep(await kernels.bindMatMul({ weight: tileB, type, rows: 30, cols, tokens: maxT, x: xsBuf, y: yTileMM, yOffset: 40, yStride: 70 }));
+    resetSentinels(device, ysBuf, ysLen);
+    submit(device, (pass) => {
+      mA.encode(pass, 33);
+      mm.encode(pass, 5); // another binding with another token count in the same pass
+      mB.encode(pass, 33);
+    });
+    const gotTileMM = await readF32(device, yTileMM, yTileLen);
+    checks.push({ name: 'matmul row tiles T=33 (yOffset, yStride)', maxRelErr: relErr(big, xs, 33, gotTileMM, { yStride: 70 }), untouched: true });
+    const got5 = await readF32(device, ysBuf, ysLen);
+    checks.push({ name: 'matmul T=5 beside T=33 in one pass', maxRelErr: relErr(big, xs, 5, got5, {}), untouched: sentinelsKept(got5, (j) => j < 5 * big.rows) });
+
+    // --- the same matmul binding with new x contents ------------------------------------------
+    const xs2 = seededNormals(maxT * cols, 42);
+    device.queue.writeBuffer(xsBuf, 0, xs2);
+    resetSentinels(device, ysBuf, ysLen);
+    submit(device, (pass) => mm.encode(pass, 33));
+    const gotNew = await readF32(device, ysBuf, ysLen);
+    checks.push({ name: 'matmul T=33 again with new x', maxRelErr: relErr(big, xs2, 33, gotNew, {}), untouched: true });
+    return checks;
+  } finally {
+    for (const d of dispatches) d.destroy();
+    for (const b of owned) b.destroy();
+  }
+}
+
+/** The message of the error a broken shader produces through the pipeline cache ('' if none). */
+export async function brokenShaderMessage(device: GPUDevice): Promise<{ message: string; isCompileError: boolean; part: string; line: number }> {
+  const cache = new PipelineCache(device);
+  try {
+    await cache.get({
+      name: 'broken',
+      parts: [
+        { name: 'head.wgsl', source: '// a fine first part\nconst N: u32 = 4u;' },
+        { name: 'body.wgsl', source: '@compute @workgroup_size(N)\nfn main() {\n  let a: u32 = undefined_thing;\n}' },
+      ],
+      layout: 'auto',
+    });
+    return { message: '', isCompileError: false, part: '', line: 0 };
+  } catch (e) {
+    const first = e instanceof ShaderCompileError ? e.messages[0] : undefined;
+    return { message: String((e as Error).message), isCompileError: e instanceof ShaderCompileError, part: first?.part ?? '', line: first?.line ?? 0 };
+  }
+}
+
+/** Error codes from bindings that must be refused before any GPU work. */
+export async function badBindingCodes(kernels: LinearKernels): Promise<string[]> {
+  const { device } = kernels;
+  const w = uploadWeight(device, GGMLType.Q8_0, new Uint8Array(34 * 8), 'w');
+  const x = uploadStorage(device, new Float32Array(256), 'x');
+  const y = uploadStorage(device, new Float32Array(8), 'y');
+  const codes: string[] = [];
+  const attempt = async (f: () => Promise<unknown>) => {
+    try {
+      await f();
+      codes.push('none');
+    } catch (e) {
+      codes.push((e as { code?: string }).code ?? String(e));
+    }
+  };
+  await attempt(() => kernels.bindMatVec({ weight: w, type: GGMLType.Q8_0, rows: 8, cols: 48, x, y })); // cols not a multiple of 32
+  await attempt(() => kernels.bindMatVec({ weight: w, type: GGMLType.Q8_0, rows: 9, cols: 32, x, y })); // too few weight bytes
+  await attempt(() => kernels.bindMatVec({ weight: w, type: GGMLType.Q8_0, rows: 8, cols: 32, x, xOffset: 2, y })); // xOffset not a multiple of 4
+  await attempt(() => kernels.bindMatMul({ weight: w, type: GGMLType.Q8_0, rows: 8, cols: 32, tokens: 2, x, y })); // y too small for 2 tokens
+  await attempt(() => kernels.bindMatVec({ weight: w, type: GGMLType.Q2_K, rows: 1, cols: 256, x, y })); // unsupported dtype
+  for (const b of [w, x, y]) b.destroy();
+  return codes;
+}
