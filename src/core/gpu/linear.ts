@@ -16,6 +16,7 @@
  */
 import matmulSource from '../../wgsl/matmul.forward.wgsl';
 import matvecSource from '../../wgsl/matvec.forward.wgsl';
+import matvecRowsSource from '../../wgsl/matvec_rows.forward.wgsl';
 import bf16Source from '../../wgsl/weights/bf16.wgsl';
 import commonSource from '../../wgsl/weights/common.wgsl';
 import f16Source from '../../wgsl/weights/f16.wgsl';
@@ -62,6 +63,10 @@ function wgslConst(source: string, name: string): number {
 
 /** Rows per matvec workgroup. */
 export const MATVEC_ROWS_PER_WORKGROUP = wgslConst(matvecSource, 'ROWS_PER_WG');
+/** Rows per workgroup of the one-thread-per-row matvec used for short rows. */
+export const MATVEC_ROWS_WG_SIZE = wgslConst(matvecRowsSource, 'WG_SIZE');
+/** Rows of at most this many values go to the one-thread-per-row matvec. */
+export const MATVEC_SHORT_ROW = 256;
 /** Rows × tokens of y per matmul workgroup. */
 export const MATMUL_TILE_ROWS = wgslConst(matmulSource, 'TILE_ROWS');
 export const MATMUL_TILE_TOKENS = wgslConst(matmulSource, 'TILE_TOKENS');
@@ -190,15 +195,18 @@ export class LinearKernels {
   }
 
   /** The (cached) pipeline of an op for a dtype; rejects with ShaderCompileError if it does not compile. */
-  pipeline(op: 'matvec' | 'matmul', type: GGMLType): Promise<GPUComputePipeline> {
+  pipeline(op: 'matvec' | 'matvec_rows' | 'matmul', type: GGMLType): Promise<GPUComputePipeline> {
     const snippet = WEIGHT_SNIPPETS.get(type);
     if (!snippet) return Promise.reject(new RullamaError('unsupported', `linear layers over ${typeName(type)} weights are not supported`));
-    const body: ShaderPart = op === 'matvec' ? { name: 'matvec.forward.wgsl', source: matvecSource } : { name: 'matmul.forward.wgsl', source: matmulSource };
+    const body: ShaderPart =
+      op === 'matvec' ? { name: 'matvec.forward.wgsl', source: matvecSource }
+      : op === 'matvec_rows' ? { name: 'matvec_rows.forward.wgsl', source: matvecRowsSource }
+      : { name: 'matmul.forward.wgsl', source: matmulSource };
     return this.pipelines.get({
       name: op,
       dtype: typeName(type),
       parts: [body, COMMON, snippet],
-      layout: op === 'matvec' ? this.matvecPipelineLayout : this.matmulPipelineLayout,
+      layout: op === 'matmul' ? this.matmulPipelineLayout : this.matvecPipelineLayout,
     });
   }
 
@@ -206,7 +214,8 @@ export class LinearKernels {
   async bindMatVec(b: MatVecBinding): Promise<Dispatch> {
     const label = b.label ?? `matvec/${typeName(b.type)} ${b.rows}x${b.cols}`;
     const g = this.check(b, 1, b.cols, b.rows, label);
-    const pipeline = await this.pipeline('matvec', b.type);
+    const short = b.cols <= MATVEC_SHORT_ROW;
+    const pipeline = await this.pipeline(short ? 'matvec_rows' : 'matvec', b.type);
     const params = uploadUniform(this.device, new Uint32Array([b.rows, b.cols, g.firstRow, g.xOffset, g.yOffset]), `${label} params`);
     const bindGroup = this.device.createBindGroup({
       label,
@@ -214,7 +223,7 @@ export class LinearKernels {
       entries: [b.weight, b.x, b.y, params].map((buffer, binding) => ({ binding, resource: { buffer } })),
     });
     // Workgroups are numbered x-fastest over a 2-D grid, so more than maxComputeWorkgroupsPerDimension fit.
-    const groups = Math.ceil(b.rows / MATVEC_ROWS_PER_WORKGROUP);
+    const groups = Math.ceil(b.rows / (short ? MATVEC_ROWS_WG_SIZE : MATVEC_ROWS_PER_WORKGROUP));
     const gx = Math.min(groups, this.device.limits.maxComputeWorkgroupsPerDimension);
     const gy = Math.ceil(groups / gx);
     return {

@@ -1,0 +1,112 @@
+// RMS normalisation over consecutive slices of `size` values for a block of tokens, with the
+// extras Gemma 4 fuses around it:
+//   xs  = x * x_scale
+//   out = (xs * (mean(xs²) + eps)^(-1/2) * w + residual * residual_scale) * out_scale
+// Uses: a whole-vector norm (count = 1, size = width); per-head q/k norms (size = head_dim,
+// count = heads); the unweighted v-norm (HAS_WEIGHT = false); h1 = h + RMS(a, w) (HAS_RESIDUAL,
+// out = residual = h); the per-layer-input combine (x = projection, x_scale = 1/sqrt(d),
+// residual = token part, residual_scale = sqrt(P), out_scale = 1/sqrt(2)).
+//
+// Layout: slice s (< tokens.n * count) is slice s % count of token t = s / count; value i of it is
+// x[x_offset + t * x_stride + (s % count) * size + i], likewise residual and out (own offsets and
+// strides); w[w_offset + i].
+//
+// In place: X_IS_OUT (RESIDUAL_IS_OUT) reads x (residual) from `out`, which must then use the same
+// offset and stride; the unused binding holds a placeholder. Each thread reads and writes the same
+// elements after the barrier that ends the sum, so this is race-free.
+//
+// Work split: one workgroup per slice (x-fastest over a 2-D grid); its threads stride the slice,
+// then a shared-memory tree sums the squares.
+
+override HAS_WEIGHT: bool = true;
+override HAS_RESIDUAL: bool = false;
+override X_IS_OUT: bool = false;
+override RESIDUAL_IS_OUT: bool = false;
+
+const WG_SIZE: u32 = 128u;
+
+struct Params {
+  size: u32,             // values per slice
+  count: u32,            // slices per token
+  x_offset: u32,
+  x_stride: u32,
+  w_offset: u32,
+  residual_offset: u32,
+  residual_stride: u32,
+  out_offset: u32,
+  out_stride: u32,
+  eps: f32,
+  x_scale: f32,
+  residual_scale: f32,
+  out_scale: f32,
+}
+
+struct Count {
+  n: u32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> residual: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<uniform> params: Params;
+@group(0) @binding(5) var<uniform> tokens: Count;
+
+var<workgroup> partial: array<f32, WG_SIZE>;
+
+fn load_x(i: u32) -> f32 {
+  if (X_IS_OUT) {
+    return out[i];
+  }
+  return x[i];
+}
+
+fn load_residual(i: u32) -> f32 {
+  if (RESIDUAL_IS_OUT) {
+    return out[i];
+  }
+  return residual[i];
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+  let slice = wid.x + wid.y * nwg.x;
+  if (slice >= tokens.n * params.count) {
+    return;
+  }
+  let t = slice / params.count;
+  let within = (slice % params.count) * params.size;
+  let xb = params.x_offset + t * params.x_stride + within;
+  let rb = params.residual_offset + t * params.residual_stride + within;
+  let ob = params.out_offset + t * params.out_stride + within;
+
+  var acc = 0.0;
+  for (var i = lid.x; i < params.size; i += WG_SIZE) {
+    let v = load_x(xb + i) * params.x_scale;
+    acc += v * v;
+  }
+  partial[lid.x] = acc;
+  workgroupBarrier();
+  for (var stride = WG_SIZE / 2u; stride > 0u; stride >>= 1u) {
+    if (lid.x < stride) {
+      partial[lid.x] += partial[lid.x + stride];
+    }
+    workgroupBarrier();
+  }
+  let inv = inverseSqrt(partial[0] / f32(params.size) + params.eps);
+
+  for (var i = lid.x; i < params.size; i += WG_SIZE) {
+    var v = load_x(xb + i) * params.x_scale * inv;
+    if (HAS_WEIGHT) {
+      v *= w[params.w_offset + i];
+    }
+    if (HAS_RESIDUAL) {
+      v += load_residual(rb + i) * params.residual_scale;
+    }
+    out[ob + i] = v * params.out_scale;
+  }
+}
