@@ -6,11 +6,20 @@ import { nodeFileSource } from '../core/gguf/node-source.js';
 import { readGGUF } from '../core/gguf/read.js';
 import { summarizeGGUF } from '../core/gguf/inspect.js';
 import { Tokenizer } from '../core/tokenizer/index.js';
+import { writeFile } from 'node:fs/promises';
+import { encodeChat, stopTokens } from '../core/chat/index.js';
+import { generate } from '../core/generate.js';
+import { Gemma4Model } from '../core/model/model.js';
+import { ReferenceModel } from '../core/reference/forward.js';
+import { openNodeDevice } from './gpu.js';
 
 const USAGE = `usage:
   rullama inspect <model.gguf>
   rullama tokenize --model <model.gguf> [--no-bos] [--no-special] -- <text>
-  rullama detokenize --model <model.gguf> <id,id,...|id id ...>`;
+  rullama detokenize --model <model.gguf> <id,id,...|id id ...>
+  rullama logits --model <model.gguf> --tokens <id,id,...> --out <file> [--backend gpu|cpu]
+  rullama generate --model <model.gguf> --prompt <text> [--chat] [--max-tokens N] [--temperature T]
+                   [--top-k K] [--top-p P] [--min-p P] [--seed S] [--context N] [--json]`;
 
 class UsageError extends Error {}
 
@@ -42,16 +51,102 @@ async function tokenize(args: string[]): Promise<unknown> {
 
 async function detokenize(args: string[]): Promise<unknown> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { model: { type: 'string' } } });
-  const ids = positionals.join(',').split(/[\s,\[\]]+/).filter(Boolean).map((s) => {
-    const id = Number(s);
-    if (!Number.isInteger(id)) throw new UsageError(`not a token id: ${s}`);
-    return id;
-  });
+  const ids = parseIds(positionals.join(','));
   const tokenizer = Tokenizer.fromGGUF(await openModel(values.model));
   return tokenizer.decode(ids);
 }
 
-const COMMANDS: Record<string, (args: string[]) => Promise<unknown>> = { inspect, tokenize, detokenize };
+function parseIds(text: string): number[] {
+  return text.split(/[\s,\[\]]+/).filter(Boolean).map((s) => {
+    const id = Number(s);
+    if (!Number.isInteger(id)) throw new UsageError(`not a token id: ${s}`);
+    return id;
+  });
+}
+
+function numberOption(values: Record<string, unknown>, name: string): number | undefined {
+  const v = values[name];
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new UsageError(`--${name} must be a number, not ${String(v)}`);
+  return n;
+}
+
+/** Writes float32 little-endian logits (after softcap), positions × vocabulary. */
+async function logits(args: string[]): Promise<unknown> {
+  const { values } = parseArgs({
+    args,
+    options: { model: { type: 'string' }, tokens: { type: 'string' }, out: { type: 'string' }, backend: { type: 'string', default: 'gpu' } },
+  });
+  if (!values.model || !values.tokens || !values.out) throw new UsageError('logits needs --model, --tokens and --out');
+  const ids = parseIds(values.tokens);
+  if (ids.length === 0) throw new UsageError('--tokens is empty');
+  const source = await nodeFileSource(values.model);
+  try {
+    let rows: ArrayLike<number>[];
+    if (values.backend === 'cpu') {
+      rows = await (await ReferenceModel.load(source)).forward(ids);
+    } else if (values.backend === 'gpu') {
+      const { device } = await openNodeDevice();
+      const model = await Gemma4Model.load(device, source, { contextSize: ids.length, prefillChunk: Math.min(ids.length, 64), allLogits: true });
+      rows = await model.feed(ids, { all: true });
+      model.destroy();
+    } else {
+      throw new UsageError(`--backend must be gpu or cpu, not ${values.backend}`);
+    }
+    const out = new Float32Array(rows.length * rows[0]!.length);
+    rows.forEach((row, i) => out.set(row, i * row.length));
+    await writeFile(values.out, new Uint8Array(out.buffer));
+    return { positions: rows.length, vocab: rows[0]!.length, out: values.out, backend: values.backend };
+  } finally {
+    await source.close();
+  }
+}
+
+/** Streams generated text to stdout; with --json, ends with one JSON line of ids and stats. */
+async function generateCommand(args: string[]): Promise<unknown> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: 'string' }, prompt: { type: 'string' }, chat: { type: 'boolean' }, json: { type: 'boolean' },
+      'max-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' }, 'top-p': { type: 'string' },
+      'min-p': { type: 'string' }, seed: { type: 'string' }, context: { type: 'string' },
+    },
+  });
+  if (!values.model || values.prompt === undefined) throw new UsageError('generate needs --model and --prompt');
+  const source = await nodeFileSource(values.model);
+  try {
+    const file = await readGGUF(source);
+    const tokenizer = Tokenizer.fromGGUF(file);
+    const prompt = values.chat ? encodeChat(tokenizer, [{ role: 'user', content: values.prompt }]) : tokenizer.encode(values.prompt);
+    const maxTokens = numberOption(values, 'max-tokens') ?? 128;
+    const { device } = await openNodeDevice();
+    const model = await Gemma4Model.load(device, source, { contextSize: numberOption(values, 'context') ?? Math.min(4096, prompt.length + maxTokens) });
+    const run = generate(model, tokenizer, prompt, {
+      maxTokens,
+      temperature: numberOption(values, 'temperature'),
+      topK: numberOption(values, 'top-k'),
+      topP: numberOption(values, 'top-p'),
+      minP: numberOption(values, 'min-p'),
+      seed: numberOption(values, 'seed'),
+      stopTokens: values.chat ? stopTokens(tokenizer) : [tokenizer.eos],
+    });
+    let step = await run.next();
+    while (!step.done) {
+      process.stdout.write(step.value.text);
+      step = await run.next();
+    }
+    process.stdout.write('\n');
+    const gpuBytes = model.gpuBytes;
+    model.destroy();
+    const { tokens, ...stats } = step.value;
+    return values.json ? { ids: tokens, ...stats, gpu_bytes: gpuBytes } : undefined;
+  } finally {
+    await source.close();
+  }
+}
+
+const COMMANDS: Record<string, (args: string[]) => Promise<unknown>> = { inspect, tokenize, detokenize, logits, generate: generateCommand };
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -66,7 +161,7 @@ async function main(argv: string[]): Promise<number> {
   }
   try {
     const result = await command(rest);
-    process.stdout.write(typeof result === 'string' ? `${result}\n` : `${JSON.stringify(result, null, name === 'inspect' ? 2 : 0)}\n`);
+    if (result !== undefined) process.stdout.write(typeof result === 'string' ? `${result}\n` : `${JSON.stringify(result, null, name === 'inspect' ? 2 : 0)}\n`);
     return 0;
   } catch (e) {
     if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {

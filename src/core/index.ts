@@ -12,3 +12,6 @@ export { openDevice, type OpenDeviceOptions, type OpenedDevice } from './gpu/dev
 export { readGemma4Config, type Gemma4Config, type LayerConfig } from './model/config.js';
 export { resolveTensors, type ModelTensors, type LayerTensors } from './model/tensors.js';
 export { ReferenceModel } from './reference/forward.js';
+export { Gemma4Model, type LoadModelOptions } from './model/model.js';
+export { generate, type GenerateOptions, type GenerateStats, type TokenEvent } from './generate.js';
+export { sampleToken, SeededRandom, type SamplingOptions, type SampledToken } from './sampling.js';

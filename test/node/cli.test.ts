@@ -3,6 +3,10 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeTinyModel } from '../fixtures/index.js';
 import { fileURLToPath } from 'node:url';
 
 const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
@@ -18,6 +22,42 @@ function run(...args: string[]): Promise<{ code: number; stdout: string; stderr:
 }
 
 describe('rullama CLI', () => {
+  test('logits on the GPU match the float64 CPU backend; generate streams text and ends with JSON stats', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'rullama-cli-'));
+    try {
+      const { path } = await writeTinyModel('tiny-q8', dir);
+      const gpuOut = join(dir, 'gpu.bin');
+      const cpuOut = join(dir, 'cpu.bin');
+      const gpu = await run('logits', '--model', path, '--tokens', '2,9259,1902,236888', '--out', gpuOut);
+      assert.equal(gpu.code, 0, gpu.stderr);
+      assert.deepEqual(JSON.parse(gpu.stdout), { positions: 4, vocab: 262144, out: gpuOut, backend: 'gpu' });
+      assert.equal((await run('logits', '--model', path, '--tokens', '2,9259,1902,236888', '--out', cpuOut, '--backend', 'cpu')).code, 0);
+      const a = new Float32Array((await readFile(gpuOut)).buffer.slice(0));
+      const b = new Float32Array((await readFile(cpuOut)).buffer.slice(0));
+      assert.equal(a.length, 4 * 262144);
+      let num = 0;
+      let den = 0;
+      for (let i = 0; i < a.length; i++) {
+        num += (a[i]! - b[i]!) ** 2;
+        den += b[i]! ** 2;
+      }
+      assert.ok(Math.sqrt(num / den) < 1e-3, `relative L2 ${Math.sqrt(num / den)}`);
+
+      const gen = await run('generate', '--model', path, '--prompt', 'Hello', '--max-tokens', '4', '--json');
+      assert.equal(gen.code, 0, gen.stderr);
+      const lines = gen.stdout.trimEnd().split('\n');
+      const stats = JSON.parse(lines.at(-1)!);
+      assert.equal(stats.ids.length, 4);
+      assert.equal(stats.generatedTokens, 4);
+      assert.equal(stats.stoppedBy, 'max-tokens');
+      assert.ok(stats.gpu_bytes > 0 && stats.decodeTokensPerSecond > 0);
+      const again = await run('generate', '--model', path, '--prompt', 'Hello', '--max-tokens', '4', '--json');
+      assert.deepEqual(JSON.parse(again.stdout.trimEnd().split('\n').at(-1)!).ids, stats.ids, 'greedy generation is deterministic');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   test('inspect prints one JSON object', async () => {
     const { code, stdout } = await run('inspect', VOCAB);
     assert.equal(code, 0);

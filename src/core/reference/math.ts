@@ -26,9 +26,14 @@ export function matVec(w: Float32Array, x: Float64Array, rows: number): Float64A
   return y;
 }
 
-/** GELU with the tanh approximation (gelu_pytorch_tanh), used everywhere in Gemma 4. */
+/**
+ * GELU with the tanh approximation (gelu_pytorch_tanh), used everywhere in Gemma 4:
+ * 0.5·x·(1 + tanh(u)) written as x / (1 + e^(−2u)), which is the same function without the
+ * cancellation of 1 + tanh(u) for large negative x.
+ */
 export function gelu(x: number): number {
-  return 0.5 * x * (1 + Math.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+  const u = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+  return x / (1 + Math.exp(-2 * u));
 }
 
 /**

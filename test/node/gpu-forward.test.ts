@@ -1,0 +1,86 @@
+// The Gemma 4 forward pass on the GPU (Dawn; SwiftShader on machines without a GPU) against the
+// float64 CPU reference, on every tiny fixture: prompts longer than twice the sliding window,
+// prefilled in blocks that cross window and ring boundaries, then decoded token by token.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { create, globals } from 'webgpu';
+import { RullamaError } from '../../src/core/errors.js';
+import { nodeFileSource } from '../../src/core/gguf/node-source.js';
+import { readGGUF } from '../../src/core/gguf/read.js';
+import { openDevice } from '../../src/core/gpu/device.js';
+import { Gemma4Model } from '../../src/core/model/model.js';
+import { ReferenceModel } from '../../src/core/reference/forward.js';
+import { Tokenizer } from '../../src/core/tokenizer/tokenizer.js';
+import { TINY_CONFIG_NAMES, writeTinyModel } from '../fixtures/index.js';
+
+Object.assign(globalThis, globals);
+// Kept referenced for the whole file: Dawn aborts if its GPU object is collected mid-flight.
+const gpu = create([]);
+let device: GPUDevice;
+let dir: string;
+const PROMPT =
+  'The quick brown fox jumps over the lazy dog, and then it runs into the forest where the old oak trees grow tall, the river bends twice, and the evening light falls softly on the quiet hills.';
+
+before(async () => {
+  device = (await openDevice({ gpu })).device;
+  dir = await mkdtemp(join(tmpdir(), 'rullama-gpu-'));
+});
+after(async () => {
+  device.destroy();
+  await rm(dir, { recursive: true, force: true });
+  void gpu;
+});
+
+/** ‖a − b‖ / ‖b‖ */
+function relativeL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += b[i]! ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+describe('GPU forward pass', () => {
+  for (const name of TINY_CONFIG_NAMES) {
+    test(`${name}: GPU logits match the float64 reference; prefill equals decode`, async () => {
+      const { path } = await writeTinyModel(name, dir);
+      const source = await nodeFileSource(path);
+      try {
+        const file = await readGGUF(source);
+        const tokens = Tokenizer.fromGGUF(file).encode(PROMPT);
+        const window = file.metadata.get('gemma4.attention.sliding_window') as number;
+        assert.ok(tokens.length > 2 * window, `${tokens.length} tokens for a window of ${window}`);
+
+        const prefill = await Gemma4Model.load(device, source, { contextSize: 64, prefillChunk: 16, allLogits: true });
+        const gpuLogits = await prefill.feed(tokens, { all: true });
+        prefill.destroy();
+        const reference = await (await ReferenceModel.load(source, file)).forward(tokens);
+        const precision = Math.max(...tokens.map((_, p) => relativeL2(gpuLogits[p]!, reference[p]!)));
+        console.log(`# ${name}: ${tokens.length} tokens, worst relative L2 vs float64 ${precision.toExponential(2)}`);
+        assert.ok(precision <= 1e-3, `relative L2 ${precision}`);
+
+        const decode = await Gemma4Model.load(device, source, { contextSize: 64, prefillChunk: 16 });
+        let worst = 0;
+        for (const [p, token] of tokens.entries()) {
+          const [logits] = await decode.feed([token]);
+          worst = Math.max(worst, relativeL2(logits!, gpuLogits[p]!));
+        }
+        console.log(`# ${name}: decode vs prefill ${worst.toExponential(2)}`);
+        assert.ok(worst <= 1e-4, `decode differs from prefill by ${worst}`);
+
+        // The context is full after 64 tokens: the next feed overflows, and a bad id is refused.
+        await assert.rejects(decode.feed(new Array(64 - tokens.length + 1).fill(2)), (e: RullamaError) => e.code === 'context-overflow');
+        await assert.rejects(decode.feed([262144]), (e: RullamaError) => e.code === 'bad-token');
+        assert.ok(decode.gpuBytes > 0);
+        decode.destroy();
+      } finally {
+        await source.close();
+      }
+    });
+  }
+});
