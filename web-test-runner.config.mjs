@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { chromeLauncher } from '@web/test-runner-chrome';
 import { esbuildPlugin } from '@web/dev-server-esbuild';
-import { sharedFolderMiddleware, wgslPlugin } from './scripts/wtr-plugins.mjs';
+import { rangeFolderMiddleware, wgslPlugin } from './scripts/wtr-plugins.mjs';
 
 const executablePath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 if (!existsSync(executablePath)) {
@@ -17,7 +17,10 @@ export default {
   testFramework: { config: { timeout: 120000 } },
   testsFinishTimeout: 30 * 60 * 1000,
   browserStartTimeout: 120000,
-  middleware: [sharedFolderMiddleware(fileURLToPath(new URL('../shared', import.meta.url)))],
+  middleware: [
+    rangeFolderMiddleware('/shared/', fileURLToPath(new URL('../shared', import.meta.url))),
+    rangeFolderMiddleware('/test-output/', fileURLToPath(new URL('./test-output', import.meta.url))),
+  ],
   plugins: [
     wgslPlugin(),
     esbuildPlugin({ ts: true, target: 'es2022', tsconfig: fileURLToPath(new URL('./tsconfig.json', import.meta.url)) }),

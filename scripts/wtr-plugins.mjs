@@ -1,5 +1,5 @@
-// Test-server plugins: .wgsl files as string modules (as rollup builds them), and the read-only
-// ../shared folder served under /shared/ so browser tests can fetch the real vocabulary GGUF.
+// Test-server plugins: .wgsl files as string modules (as rollup builds them), and folders served
+// with HTTP Range support (../shared for the real vocabulary, test-output/ for generated fixtures).
 import { createReadStream, statSync } from 'node:fs';
 import { join, normalize } from 'node:path';
 
@@ -15,11 +15,11 @@ export function wgslPlugin() {
   };
 }
 
-/** Middleware serving files under `root` at /shared/…, honouring Range requests (the URL byte source needs them). */
-export function sharedFolderMiddleware(root) {
+/** Middleware serving files under `root` at `prefix` (e.g. '/shared/'), honouring Range requests (the URL byte source needs them). */
+export function rangeFolderMiddleware(prefix, root) {
   return async (ctx, next) => {
-    if (!ctx.path.startsWith('/shared/')) return next();
-    const rel = normalize(decodeURIComponent(ctx.path.slice('/shared/'.length)));
+    if (!ctx.path.startsWith(prefix)) return next();
+    const rel = normalize(decodeURIComponent(ctx.path.slice(prefix.length)));
     if (rel.startsWith('..')) return next();
     const file = join(root, rel);
     let size;
