@@ -48,6 +48,8 @@ export class GpuForward {
   private everyLogits: Step[] = [];
   private ids!: GPUBuffer;
   private pleRows: GPUBuffer | null = null;
+  /** The block's last row of h, copied to its own buffer before the last-token output steps. */
+  private lastH!: { from: GPUBuffer; to: GPUBuffer; width: number };
   logits!: GPUBuffer;
 
   private constructor(
@@ -246,8 +248,6 @@ export class GpuForward {
     }
     this.lastH = { from: h, to: lastH, width: d };
   }
-
-  private lastH!: { from: GPUBuffer; to: GPUBuffer; width: number };
 
   private async readF32(buffer: GPUBuffer, count: number): Promise<Float32Array> {
     const staging = this.device.createBuffer({ size: count * f32, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
