@@ -367,7 +367,7 @@ describe('tiny Gemma 4 fixtures', () => {
     assert.equal(t.get('blk.5.ffn_down.weight')!.type, GGMLType.Q6_K); // more bits, 256-wide rows
     assert.equal(t.get('blk.4.ffn_down.weight')!.type, GGMLType.Q4_K);
     assert.equal(t.get('blk.2.ffn_down.weight')!.type, GGMLType.Q8_0); // more bits, 128-wide → fallback
-    assert.equal(t.get('blk.0.proj.weight')!.type, GGMLType.F16); // 8-wide rows
+    assert.equal(t.get('blk.0.proj.weight')!.type, GGMLType.Q5_0); // 32-wide rows (PLE 32): Q4_K falls back to Q5_0
     assert.equal(t.get('per_layer_token_embd.weight')!.type, GGMLType.BF16);
     assert.equal(t.has('blk.3.attn_k.weight'), false);
     assert.equal(t.has('blk.3.attn_q.weight'), true);
@@ -378,7 +378,8 @@ describe('tiny Gemma 4 fixtures', () => {
     it(`${name}: names, shapes, dtypes, metadata and weight statistics read back as configured`, async () => {
       const config = TINY_CONFIGS[name];
       const w = written.get(name)!;
-      assert.ok(w.bytes < 70e6, `${name} is ${w.bytes} bytes`);
+      // The per-layer table [layers·32, 262144] in BF16 dominates: up to 100 MB for tiny-e2b.
+      assert.ok(w.bytes < 150e6, `${name} is ${w.bytes} bytes`);
       const f = await checkTinyFile(config, w.path);
       // Shape bookkeeping helpers agree with the file.
       for (let il = 0; il < config.slidingPattern.length; il++) {
