@@ -145,7 +145,7 @@ for (const chunk of chunks) {
   const decodeRates: number[] = [];
   const tokens: number[] = [];
   for (let r = 0; r < 1 + runs; r++) {
-    model.position = promptTokens;
+    if (!model.rewind(promptTokens)) throw new Error('cannot rewind the prompt state');
     let tok = first;
     tokens.length = 0;
     const a = now();

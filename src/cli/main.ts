@@ -11,6 +11,7 @@ import { encodeChat, stopTokens } from '../core/chat/index.js';
 import { generate } from '../core/generate.js';
 import { Gemma4Model } from '../core/model/model.js';
 import { ReferenceModel } from '../core/reference/forward.js';
+import { bench, BenchUsageError } from './bench.js';
 import { openNodeDevice } from './gpu.js';
 
 const USAGE = `usage:
@@ -19,7 +20,8 @@ const USAGE = `usage:
   rullama detokenize --model <model.gguf> <id,id,...|id id ...>
   rullama logits --model <model.gguf> --tokens <id,id,...> --out <file> [--backend gpu|cpu]
   rullama generate --model <model.gguf> --prompt <text> [--chat] [--max-tokens N] [--temperature T]
-                   [--top-k K] [--top-p P] [--min-p P] [--seed S] [--context N] [--json]`;
+                   [--top-k K] [--top-p P] [--min-p P] [--seed S] [--context N] [--json]
+  rullama bench --model <model.gguf> [--prompt-tokens N] [--gen-tokens M] [--runs R] [--prefill-chunk C] [--json]`;
 
 class UsageError extends Error {}
 
@@ -89,7 +91,7 @@ async function logits(args: string[]): Promise<unknown> {
     } else if (values.backend === 'gpu') {
       const { device } = await openNodeDevice();
       const model = await Gemma4Model.load(device, source, { contextSize: ids.length, prefillChunk: Math.min(ids.length, 64), allLogits: true });
-      rows = await model.feed(ids, { all: true });
+      rows = await model.feed(ids, { logits: 'all' });
       model.destroy();
     } else {
       throw new UsageError(`--backend must be gpu or cpu, not ${values.backend}`);
@@ -146,7 +148,7 @@ async function generateCommand(args: string[]): Promise<unknown> {
   }
 }
 
-const COMMANDS: Record<string, (args: string[]) => Promise<unknown>> = { inspect, tokenize, detokenize, logits, generate: generateCommand };
+const COMMANDS: Record<string, (args: string[]) => Promise<unknown>> = { inspect, tokenize, detokenize, logits, generate: generateCommand, bench };
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -164,7 +166,7 @@ async function main(argv: string[]): Promise<number> {
     if (result !== undefined) process.stdout.write(typeof result === 'string' ? `${result}\n` : `${JSON.stringify(result, null, name === 'inspect' ? 2 : 0)}\n`);
     return 0;
   } catch (e) {
-    if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    if (e instanceof UsageError || e instanceof BenchUsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       console.error(`rullama ${name}: ${(e as Error).message}\n${USAGE}`);
       return 2;
     }

@@ -29,6 +29,8 @@ export type RullamaErrorCode =
   | 'device-lost'
   /** The GPU ran out of memory. */
   | 'oom'
+  /** A saved state that is truncated, corrupted, of another format version or from another model. */
+  | 'bad-snapshot'
   /** The conversation no longer fits the context window. */
   | 'context-overflow'
   /** A caller passed an argument that makes no sense (negative length, unknown option). */

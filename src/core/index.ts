@@ -12,6 +12,8 @@ export { openDevice, type OpenDeviceOptions, type OpenedDevice } from './gpu/dev
 export { readGemma4Config, type Gemma4Config, type LayerConfig } from './model/config.js';
 export { resolveTensors, type ModelTensors, type LayerTensors } from './model/tensors.js';
 export { ReferenceModel } from './reference/forward.js';
-export { Gemma4Model, type LoadModelOptions } from './model/model.js';
-export { generate, type GenerateOptions, type GenerateStats, type TokenEvent } from './generate.js';
+export { Gemma4Model, type LoadModelOptions, type FeedOptions } from './model/model.js';
+export { generate, uniformAt, type GenerateOptions, type GenerateStats, type TokenEvent } from './generate.js';
+export { Engine, Generation, type ModelSource, type LoadProgress, type EngineLoadOptions, type ChatOptions, type GenerationResult } from './engine.js';
+export { SNAPSHOT_VERSION } from './model/snapshot.js';
 export { sampleToken, SeededRandom, type SamplingOptions, type SampledToken } from './sampling.js';

@@ -31,7 +31,7 @@ describe('Gemma 4 forward pass on Chromium WebGPU', () => {
         const tokens = Tokenizer.fromGGUF(file).encode(PROMPT);
         expect(tokens.length).to.be.greaterThan(2 * (file.metadata.get('gemma4.attention.sliding_window') as number));
         const prefill = await Gemma4Model.load(device, source, { contextSize: 48, prefillChunk: 16, allLogits: true });
-        const gpuLogits = await prefill.feed(tokens, { all: true });
+        const gpuLogits = await prefill.feed(tokens, { logits: 'all' });
         prefill.destroy();
         const reference = await (await ReferenceModel.load(source, file)).forward(tokens);
         const precision = Math.max(...tokens.map((_, p) => relativeL2(gpuLogits[p]!, reference[p]!)));

@@ -53,6 +53,14 @@ describe('rullama CLI', () => {
       assert.ok(stats.gpu_bytes > 0 && stats.decodeTokensPerSecond > 0);
       const again = await run('generate', '--model', path, '--prompt', 'Hello', '--max-tokens', '4', '--json');
       assert.deepEqual(JSON.parse(again.stdout.trimEnd().split('\n').at(-1)!).ids, stats.ids, 'greedy generation is deterministic');
+
+      const bench = await run('bench', '--model', path, '--prompt-tokens', '20', '--gen-tokens', '3', '--runs', '1', '--json');
+      assert.equal(bench.code, 0, bench.stderr);
+      const record = JSON.parse(bench.stdout);
+      for (const key of ['prefill_tok_s', 'decode_tok_s', 'ttft_ms', 'gpu_bytes', 'load_ms']) assert.ok(record[key] > 0, `${key}: ${record[key]}`);
+      assert.match(record.adapter, /\w/);
+      assert.equal(record.prompt_tokens, 20);
+      assert.equal((await run('bench', '--model', path, '--gen-tokens', '0')).code, 2);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -6,32 +6,27 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { create, globals } from 'webgpu';
 import { RullamaError } from '../../src/core/errors.js';
 import { nodeFileSource } from '../../src/core/gguf/node-source.js';
 import { readGGUF } from '../../src/core/gguf/read.js';
-import { openDevice } from '../../src/core/gpu/device.js';
 import { Gemma4Model } from '../../src/core/model/model.js';
 import { ReferenceModel } from '../../src/core/reference/forward.js';
 import { Tokenizer } from '../../src/core/tokenizer/tokenizer.js';
 import { TINY_CONFIG_NAMES, writeTinyModel } from '../fixtures/index.js';
+import { openDawnDevice } from '../shared/dawn.js';
 
-Object.assign(globalThis, globals);
-// Kept referenced for the whole file: Dawn aborts if its GPU object is collected mid-flight.
-const gpu = create([]);
 let device: GPUDevice;
 let dir: string;
 const PROMPT =
   'The quick brown fox jumps over the lazy dog, and then it runs into the forest where the old oak trees grow tall, the river bends twice, and the evening light falls softly on the quiet hills.';
 
 before(async () => {
-  device = (await openDevice({ gpu })).device;
+  device = (await openDawnDevice()).device;
   dir = await mkdtemp(join(tmpdir(), 'rullama-gpu-'));
 });
 after(async () => {
   device.destroy();
   await rm(dir, { recursive: true, force: true });
-  void gpu;
 });
 
 /** ‖a − b‖ / ‖b‖ */
@@ -57,7 +52,7 @@ describe('GPU forward pass', () => {
         assert.ok(tokens.length > 2 * window, `${tokens.length} tokens for a window of ${window}`);
 
         const prefill = await Gemma4Model.load(device, source, { contextSize: 64, prefillChunk: 16, allLogits: true });
-        const gpuLogits = await prefill.feed(tokens, { all: true });
+        const gpuLogits = await prefill.feed(tokens, { logits: 'all' });
         prefill.destroy();
         const reference = await (await ReferenceModel.load(source, file)).forward(tokens);
         const precision = Math.max(...tokens.map((_, p) => relativeL2(gpuLogits[p]!, reference[p]!)));

@@ -3,34 +3,24 @@
 // Dawn at SwiftShader (see package.json), so the shapes stay small.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { create, globals } from 'webgpu';
-import { openDevice } from '../../src/core/gpu/device.js';
 import { LINEAR_TYPES, LinearKernels } from '../../src/core/gpu/linear.js';
 import { typeName } from '../../src/core/gguf/types.js';
+import { openDawnDevice } from '../shared/dawn.js';
 import { badBindingCodes, brokenShaderMessage, checkLinearType, LINEAR_TOLERANCE } from '../shared/linear-case.js';
 
-Object.assign(globalThis, globals);
-
 describe('linear kernels on Dawn', () => {
-  // Kept referenced for the whole suite: if the GPU object is collected, Dawn's instance goes with
-  // it and pending async work (pipeline compiles, buffer maps) crashes the process.
-  let gpu: GPU;
   let device: GPUDevice;
   let kernels: LinearKernels;
   let adapter = '';
 
   before(async () => {
-    gpu = create([]);
-    const opened = await openDevice({ gpu });
-    device = opened.device;
-    adapter = opened.description;
+    ({ device, description: adapter } = await openDawnDevice());
     kernels = new LinearKernels(device);
   });
 
   after(() => {
     kernels.destroy();
     device.destroy();
-    void gpu;
   });
 
   for (const type of LINEAR_TYPES) {

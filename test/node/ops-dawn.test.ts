@@ -3,33 +3,23 @@
 // a GPU, VK_ICD_FILENAMES points Dawn at SwiftShader (see package.json), so the shapes stay small.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { create, globals } from 'webgpu';
-import { openDevice } from '../../src/core/gpu/device.js';
 import { OpKernels } from '../../src/core/gpu/ops.js';
+import { openDawnDevice } from '../shared/dawn.js';
 import { BAD_BINDING_CODES, badOpBindingCodes, OP_CASES, OPS_TOLERANCE, reportChecks } from '../shared/ops-case.js';
 
-Object.assign(globalThis, globals);
-
 describe('forward ops on Dawn', () => {
-  // Kept referenced for the whole suite: if the GPU object is collected, Dawn's instance goes with
-  // it and pending async work (pipeline compiles, buffer maps) crashes the process.
-  let gpu: GPU;
   let device: GPUDevice;
   let ops: OpKernels;
   let adapter = '';
 
   before(async () => {
-    gpu = create([]);
-    const opened = await openDevice({ gpu });
-    device = opened.device;
-    adapter = opened.description;
+    ({ device, description: adapter } = await openDawnDevice());
     ops = new OpKernels(device);
   });
 
   after(() => {
     ops.destroy();
     device.destroy();
-    void gpu;
   });
 
   for (const c of OP_CASES) {

@@ -22,8 +22,8 @@ import {
 const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
 const DEFAULT_ALIGNMENT = 32;
 
-/** Bytes that one element of each fixed-size value type occupies. */
-const FIXED_SIZE: Partial<Record<GGUFValueType, number>> = {
+/** Bytes that one element of each fixed-size metadata value type occupies (absent: strings, arrays). */
+export const FIXED_SIZE: Readonly<Partial<Record<GGUFValueType, number>>> = {
   [GGUFValueType.UINT8]: 1,
   [GGUFValueType.INT8]: 1,
   [GGUFValueType.BOOL]: 1,

@@ -1,3 +1,4 @@
+import { RullamaError } from '../errors.js';
 /** Small helpers for moving arrays to and from the GPU. */
 
 /** A storage buffer holding `data` (padded to 4 bytes). */
@@ -31,4 +32,12 @@ export async function readBack(device: GPUDevice, source: GPUBuffer, byteLength 
   const copy = staging.getMappedRange().slice(0);
   staging.destroy();
   return copy;
+}
+
+/** A buffer larger than the device allows would fail later with an untyped error: refuse it here. */
+export function checkBufferSize(device: GPUDevice, label: string, bytes: number): void {
+  const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
+  if (bytes > limit) {
+    throw new RullamaError('oom', `${label} needs ${bytes} bytes, more than this GPU allows in one buffer (${limit}): use a smaller context size or prefill chunk`);
+  }
 }

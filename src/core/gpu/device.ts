@@ -9,6 +9,8 @@ export interface OpenDeviceOptions {
   powerPreference?: GPUPowerPreference;
   /** Limits the work needs; each is checked against the adapter before asking for it. */
   requiredLimits?: Record<string, number>;
+  /** Limits to raise as far as the adapter allows, up to the value given (for example bigger buffers, fewer weight tiles). */
+  preferredLimits?: Record<string, number>;
   /** Features to enable when the adapter has them (for example 'shader-f16', 'subgroups'). */
   optionalFeatures?: GPUFeatureName[];
 }
@@ -45,6 +47,10 @@ export async function openDevice(options: OpenDeviceOptions): Promise<OpenedDevi
       throw new RullamaError('no-webgpu', `this GPU allows ${name} = ${available}, but ${wanted} is needed`);
     }
     requiredLimits[name] = wanted;
+  }
+  for (const [name, wanted] of Object.entries(options.preferredLimits ?? {})) {
+    const available = (adapter.limits as unknown as Record<string, number>)[name];
+    if (available !== undefined) requiredLimits[name] = Math.max(requiredLimits[name] ?? 0, Math.min(available, wanted));
   }
   const features = (options.optionalFeatures ?? []).filter((f) => adapter.features.has(f));
   let device: GPUDevice;

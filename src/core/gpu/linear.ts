@@ -8,8 +8,8 @@
  * builds its uniform and bind group and fetches the shared pipeline), then every token call
  * {@link Dispatch.encode} inside the caller's compute pass: no allocation, no buffer writes, no CPU
  * round trip. For matmul the token count may change per call; it is selected with a dynamic offset
- * into a table of counts shared by all bindings, so encoding the same binding several times in one
- * command buffer with different counts is fine.
+ * into a table of counts shared by all bindings ({@link CountTable}), so encoding the same binding
+ * several times in one command buffer with different counts is fine.
  *
  * Shaders: src/wgsl/{matvec,matmul}.forward.wgsl + src/wgsl/weights/common.wgsl + one
  * src/wgsl/weights/<dtype>.wgsl, concatenated per (op, dtype) and compiled once (PipelineCache).
@@ -17,49 +17,15 @@
 import matmulSource from '../../wgsl/matmul.forward.wgsl';
 import matvecSource from '../../wgsl/matvec.forward.wgsl';
 import matvecRowsSource from '../../wgsl/matvec_rows.forward.wgsl';
-import bf16Source from '../../wgsl/weights/bf16.wgsl';
-import commonSource from '../../wgsl/weights/common.wgsl';
-import f16Source from '../../wgsl/weights/f16.wgsl';
-import f32Source from '../../wgsl/weights/f32.wgsl';
-import q4_0Source from '../../wgsl/weights/q4_0.wgsl';
-import q4_1Source from '../../wgsl/weights/q4_1.wgsl';
-import q4_KSource from '../../wgsl/weights/q4_k.wgsl';
-import q5_0Source from '../../wgsl/weights/q5_0.wgsl';
-import q5_1Source from '../../wgsl/weights/q5_1.wgsl';
-import q5_KSource from '../../wgsl/weights/q5_k.wgsl';
-import q6_KSource from '../../wgsl/weights/q6_k.wgsl';
-import q8_0Source from '../../wgsl/weights/q8_0.wgsl';
 import { RullamaError } from '../errors.js';
-import { GGML_TYPES, GGMLType, typeName } from '../gguf/types.js';
+import { GGML_TYPES, type GGMLType, typeName } from '../gguf/types.js';
 import { uploadStorage, uploadUniform } from './buffers.js';
 import { PipelineCache, type ShaderPart } from './pipelines.js';
-
-/** The weight snippet of each supported dtype. */
-const WEIGHT_SNIPPETS: ReadonlyMap<GGMLType, ShaderPart> = new Map([
-  [GGMLType.F32, { name: 'weights/f32.wgsl', source: f32Source }],
-  [GGMLType.F16, { name: 'weights/f16.wgsl', source: f16Source }],
-  [GGMLType.BF16, { name: 'weights/bf16.wgsl', source: bf16Source }],
-  [GGMLType.Q8_0, { name: 'weights/q8_0.wgsl', source: q8_0Source }],
-  [GGMLType.Q4_0, { name: 'weights/q4_0.wgsl', source: q4_0Source }],
-  [GGMLType.Q4_1, { name: 'weights/q4_1.wgsl', source: q4_1Source }],
-  [GGMLType.Q5_0, { name: 'weights/q5_0.wgsl', source: q5_0Source }],
-  [GGMLType.Q5_1, { name: 'weights/q5_1.wgsl', source: q5_1Source }],
-  [GGMLType.Q4_K, { name: 'weights/q4_k.wgsl', source: q4_KSource }],
-  [GGMLType.Q5_K, { name: 'weights/q5_k.wgsl', source: q5_KSource }],
-  [GGMLType.Q6_K, { name: 'weights/q6_k.wgsl', source: q6_KSource }],
-]);
+import { CountTable, countLayoutEntry } from './token-counts.js';
+import { WEIGHT_SNIPPETS, WEIGHTS_COMMON, wgslConst } from './weight-snippets.js';
 
 /** Weight dtypes the linear kernels handle. */
 export const LINEAR_TYPES: readonly GGMLType[] = [...WEIGHT_SNIPPETS.keys()];
-
-const COMMON: ShaderPart = { name: 'weights/common.wgsl', source: commonSource };
-
-/** Reads `const NAME: u32 = 123u;` from a WGSL source, so TS and WGSL share one definition. */
-function wgslConst(source: string, name: string): number {
-  const m = new RegExp(`\\bconst\\s+${name}\\s*:\\s*u32\\s*=\\s*(\\d+)u?\\s*;`).exec(source);
-  if (!m) throw new Error(`WGSL constant ${name} not found`);
-  return Number(m[1]);
-}
 
 /** Rows per matvec workgroup. */
 export const MATVEC_ROWS_PER_WORKGROUP = wgslConst(matvecSource, 'ROWS_PER_WG');
@@ -151,11 +117,6 @@ export interface LinearKernelsOptions {
   pipelines?: PipelineCache;
 }
 
-interface TokenTable {
-  buffer: GPUBuffer;
-  capacity: number;
-}
-
 /**
  * Pipelines, bind group layouts and the token-count table for the linear kernels on one device.
  * Bindings (Dispatch objects) made from it stay valid until it is destroyed.
@@ -166,10 +127,8 @@ export class LinearKernels {
   private readonly matmulLayout: GPUBindGroupLayout;
   private readonly matvecPipelineLayout: GPUPipelineLayout;
   private readonly matmulPipelineLayout: GPUPipelineLayout;
-  /** Byte distance between token-count entries: the device's uniform dynamic-offset alignment. */
-  private readonly tokenStride: number;
-  private tokenTable: TokenTable | null = null;
-  private readonly oldTokenTables: GPUBuffer[] = [];
+  /** The token counts a matmul binding selects with its dynamic offset. */
+  private readonly counts: CountTable;
 
   constructor(readonly device: GPUDevice, options: LinearKernelsOptions = {}) {
     this.pipelines = options.pipelines ?? new PipelineCache(device);
@@ -182,11 +141,11 @@ export class LinearKernels {
     this.matvecLayout = device.createBindGroupLayout({ label: 'matvec', entries: common });
     this.matmulLayout = device.createBindGroupLayout({
       label: 'matmul',
-      entries: [...common, { binding: 4, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true, minBindingSize: 16 } }],
+      entries: [...common, countLayoutEntry(4)],
     });
     this.matvecPipelineLayout = device.createPipelineLayout({ label: 'matvec', bindGroupLayouts: [this.matvecLayout] });
     this.matmulPipelineLayout = device.createPipelineLayout({ label: 'matmul', bindGroupLayouts: [this.matmulLayout] });
-    this.tokenStride = Math.max(16, device.limits.minUniformBufferOffsetAlignment);
+    this.counts = new CountTable(device, 'linear token counts');
   }
 
   /** Compiles the pipelines for these dtypes ahead of binding (binding compiles on demand otherwise). */
@@ -205,7 +164,7 @@ export class LinearKernels {
     return this.pipelines.get({
       name: op,
       dtype: typeName(type),
-      parts: [body, COMMON, snippet],
+      parts: [body, WEIGHTS_COMMON, snippet],
       layout: op === 'matmul' ? this.matmulPipelineLayout : this.matvecPipelineLayout,
     });
   }
@@ -265,17 +224,16 @@ export class LinearKernels {
       throw new RullamaError('bad-argument', `${label}: ${b.rows} rows × ${maxTokens} tokens need more workgroups than one dispatch allows; split the rows`);
     }
     const pipeline = await this.pipeline('matmul', b.type);
-    const table = this.tokenTableFor(maxTokens);
     const params = uploadUniform(this.device, new Uint32Array([b.rows, b.cols, g.firstRow, g.xOffset, xStride, g.yOffset, yStride]), `${label} params`);
     const bindGroup = this.device.createBindGroup({
       label,
       layout: this.matmulLayout,
       entries: [
         ...[b.weight, b.x, b.y, params].map((buffer, binding) => ({ binding, resource: { buffer } })),
-        { binding: 4, resource: { buffer: table, offset: 0, size: 16 } },
+        this.counts.entry(4, maxTokens),
       ],
     });
-    const stride = this.tokenStride;
+    const counts = this.counts;
     const dynamicOffset = new Uint32Array(1); // reused: encode allocates nothing
     return {
       label,
@@ -285,7 +243,7 @@ export class LinearKernels {
         if (!Number.isSafeInteger(tokens) || tokens < 0 || tokens > maxTokens) {
           throw new RullamaError('bad-argument', `${label}: token count ${tokens} is outside 0..${maxTokens}`);
         }
-        dynamicOffset[0] = (tokens - 1) * stride;
+        dynamicOffset[0] = counts.offset(tokens);
         pass.setPipeline(pipeline);
         pass.setBindGroup(0, bindGroup, dynamicOffset, 0, 1);
         pass.dispatchWorkgroups(rowTiles, Math.ceil(tokens / MATMUL_TILE_TOKENS));
@@ -298,33 +256,7 @@ export class LinearKernels {
 
   /** Frees the token-count tables. Bindings made from this object stop working. */
   destroy(): void {
-    this.tokenTable?.buffer.destroy();
-    for (const buffer of this.oldTokenTables) buffer.destroy();
-    this.tokenTable = null;
-    this.oldTokenTables.length = 0;
-  }
-
-  /**
-   * A uniform buffer whose entry t - 1 (at byte (t - 1)·tokenStride) holds the count t, for every
-   * t up to at least `maxTokens`. It grows by replacement; older tables stay alive for the
-   * bindings that use them.
-   */
-  private tokenTableFor(maxTokens: number): GPUBuffer {
-    if (this.tokenTable && this.tokenTable.capacity >= maxTokens) return this.tokenTable.buffer;
-    const capacity = Math.max(64, maxTokens, 2 * (this.tokenTable?.capacity ?? 0));
-    const words = this.tokenStride / 4;
-    const buffer = this.device.createBuffer({
-      label: `linear token counts 1..${capacity}`,
-      size: capacity * this.tokenStride,
-      usage: GPUBufferUsage.UNIFORM,
-      mappedAtCreation: true,
-    });
-    const data = new Uint32Array(buffer.getMappedRange());
-    for (let t = 1; t <= capacity; t++) data[(t - 1) * words] = t;
-    buffer.unmap();
-    if (this.tokenTable) this.oldTokenTables.push(this.tokenTable.buffer);
-    this.tokenTable = { buffer, capacity };
-    return buffer;
+    this.counts.destroy();
   }
 
   /** Validates a binding's shape, offsets and buffer sizes; returns the defaulted offsets. */

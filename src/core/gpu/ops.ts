@@ -34,58 +34,24 @@ import embedSource from '../../wgsl/embed.forward.wgsl';
 import kvStoreSource from '../../wgsl/kv_store.forward.wgsl';
 import rmsNormSource from '../../wgsl/rms_norm.forward.wgsl';
 import ropeSource from '../../wgsl/rope.forward.wgsl';
-import bf16Source from '../../wgsl/weights/bf16.wgsl';
-import commonSource from '../../wgsl/weights/common.wgsl';
-import f16Source from '../../wgsl/weights/f16.wgsl';
-import f32Source from '../../wgsl/weights/f32.wgsl';
-import q4_0Source from '../../wgsl/weights/q4_0.wgsl';
-import q4_1Source from '../../wgsl/weights/q4_1.wgsl';
-import q4_KSource from '../../wgsl/weights/q4_k.wgsl';
-import q5_0Source from '../../wgsl/weights/q5_0.wgsl';
-import q5_1Source from '../../wgsl/weights/q5_1.wgsl';
-import q5_KSource from '../../wgsl/weights/q5_k.wgsl';
-import q6_KSource from '../../wgsl/weights/q6_k.wgsl';
-import q8_0Source from '../../wgsl/weights/q8_0.wgsl';
 import { RullamaError } from '../errors.js';
-import { GGML_TYPES, GGMLType, typeName } from '../gguf/types.js';
+import { GGML_TYPES, type GGMLType, typeName } from '../gguf/types.js';
 import type { Dispatch } from './linear.js';
 import { PipelineCache, type ShaderPart } from './pipelines.js';
 import { CountTable, countLayoutEntry } from './token-counts.js';
+import { WEIGHT_SNIPPETS, WEIGHTS_COMMON, wgslConst } from './weight-snippets.js';
 
 export type { Dispatch } from './linear.js';
-
-/** The weight snippet of each dtype the embedding gather reads (the same files as the linear kernels). */
-const WEIGHT_SNIPPETS: ReadonlyMap<GGMLType, ShaderPart> = new Map([
-  [GGMLType.F32, { name: 'weights/f32.wgsl', source: f32Source }],
-  [GGMLType.F16, { name: 'weights/f16.wgsl', source: f16Source }],
-  [GGMLType.BF16, { name: 'weights/bf16.wgsl', source: bf16Source }],
-  [GGMLType.Q8_0, { name: 'weights/q8_0.wgsl', source: q8_0Source }],
-  [GGMLType.Q4_0, { name: 'weights/q4_0.wgsl', source: q4_0Source }],
-  [GGMLType.Q4_1, { name: 'weights/q4_1.wgsl', source: q4_1Source }],
-  [GGMLType.Q5_0, { name: 'weights/q5_0.wgsl', source: q5_0Source }],
-  [GGMLType.Q5_1, { name: 'weights/q5_1.wgsl', source: q5_1Source }],
-  [GGMLType.Q4_K, { name: 'weights/q4_k.wgsl', source: q4_KSource }],
-  [GGMLType.Q5_K, { name: 'weights/q5_k.wgsl', source: q5_KSource }],
-  [GGMLType.Q6_K, { name: 'weights/q6_k.wgsl', source: q6_KSource }],
-]);
 
 /** Embedding dtypes {@link OpKernels.bindEmbed} handles. */
 export const EMBED_TYPES: readonly GGMLType[] = [...WEIGHT_SNIPPETS.keys()];
 
-const COMMON: ShaderPart = { name: 'weights/common.wgsl', source: commonSource };
 const EMBED: ShaderPart = { name: 'embed.forward.wgsl', source: embedSource };
 const RMS_NORM: ShaderPart = { name: 'rms_norm.forward.wgsl', source: rmsNormSource };
 const ROPE: ShaderPart = { name: 'rope.forward.wgsl', source: ropeSource };
 const KV_STORE: ShaderPart = { name: 'kv_store.forward.wgsl', source: kvStoreSource };
 const ATTENTION: ShaderPart = { name: 'attention.forward.wgsl', source: attentionSource };
 const ELEMENTWISE: ShaderPart = { name: 'elementwise.forward.wgsl', source: elementwiseSource };
-
-/** Reads `const NAME: u32 = 123u;` from a WGSL source, so TS and WGSL share one definition. */
-function wgslConst(source: string, name: string): number {
-  const m = new RegExp(`\\bconst\\s+${name}\\s*:\\s*u32\\s*=\\s*(\\d+)u?\\s*;`).exec(source);
-  if (!m) throw new Error(`WGSL constant ${name} not found`);
-  return Number(m[1]);
-}
 
 const EMBED_WG = wgslConst(embedSource, 'WG_SIZE');
 const ROPE_WG = wgslConst(ropeSource, 'WG_SIZE');
@@ -463,7 +429,7 @@ export class OpKernels {
     const rowBytes = (b.cols / info.blockSize) * info.typeSize;
 
     const layout = this.layout('embed', ['read', 'read', 'write', 'uniform', 'count']);
-    const pipeline = await this.pipelines.get({ name: 'embed', dtype: typeName(b.type), parts: [EMBED, COMMON, snippet], layout: layout.pipeline });
+    const pipeline = await this.pipelines.get({ name: 'embed', dtype: typeName(b.type), parts: [EMBED, WEIGHTS_COMMON, snippet], layout: layout.pipeline });
     const params: GPUBuffer[] = [];
     const groups: GPUBindGroup[] = [];
     for (const [i, tile] of b.tiles.entries()) {
@@ -478,22 +444,19 @@ export class OpKernels {
       groups.push(this.bindGroup(label, layout, [b.ids, tile.weight, b.out, p], maxTokens));
     }
     const gx = Math.ceil(b.cols / 8 / EMBED_WG);
-    const offsets = new Uint32Array(1);
-    const counts = this.counts;
-    return {
+    return this.dispatch(
       label,
       maxTokens,
-      encode: (pass: GPUComputePassEncoder, tokens = maxTokens): void => {
-        if (this.tokensToRun(label, tokens, maxTokens) === 0) return;
-        offsets[0] = counts.offset(tokens);
+      1,
+      (pass, tokens, offsets) => {
         pass.setPipeline(pipeline);
         for (const group of groups) {
           pass.setBindGroup(0, group, offsets, 0, 1);
           pass.dispatchWorkgroups(gx, tokens);
         }
       },
-      destroy: () => params.forEach((p) => p.destroy()),
-    };
+      () => params.forEach((p) => p.destroy()),
+    );
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -692,40 +655,28 @@ export class OpKernels {
       this.pipelines.get({ name: 'attention_combine', dtype: `hd${headDim}`, parts: [constants, ATTENTION], layout: layout.pipeline, entryPoint: 'combine' }),
     ]);
     const params = this.params(label, [heads, kvHeads, group, capacity, window, q.offset, q.stride, out.offset, out.stride, kvStride, mlBase], [scale]);
+    // Two counts: the call's token count (binding 6) and its key splits (binding 7).
     const countMax = Math.max(maxTokens, ATTENTION_MAX_SPLITS);
-    const bindGroup = this.device.createBindGroup({
-      label,
-      layout: layout.group,
-      entries: [
-        ...[b.q, b.kCache, b.vCache, b.out, scratch, params].map((buffer, binding) => ({ binding, resource: { buffer } })),
-        this.counts.entry(6, countMax),
-        this.counts.entry(7, countMax),
-        { binding: 8, resource: { buffer: b.position, offset: 0, size: 16 } },
-      ],
-    });
-    const offsets = new Uint32Array(2);
-    const counts = this.counts;
-    const maxGroups = this.maxGroups;
-    return {
+    const bindGroup = this.bindGroup(label, layout, [b.q, b.kCache, b.vCache, b.out, scratch, params], countMax, b.position, 2);
+    return this.dispatch(
       label,
       maxTokens,
-      encode: (pass: GPUComputePassEncoder, tokens = maxTokens): void => {
-        if (this.tokensToRun(label, tokens, maxTokens) === 0) return;
+      2,
+      (pass, tokens, offsets) => {
         const splits = splitsFor[tokens]!;
-        offsets[0] = counts.offset(tokens);
-        offsets[1] = counts.offset(splits);
+        offsets[1] = this.counts.offset(splits);
         pass.setPipeline(main);
         pass.setBindGroup(0, bindGroup, offsets, 0, 2);
         pass.dispatchWorkgroups(Math.ceil((tokens * group) / ATTENTION_ROWS), kvHeads, splits);
         if (splits > 1) {
           const rows = tokens * heads;
-          const gx = Math.min(rows, maxGroups);
+          const gx = Math.min(rows, this.maxGroups);
           pass.setPipeline(combine);
           pass.dispatchWorkgroups(gx, Math.ceil(rows / gx));
         }
       },
-      destroy: () => params.destroy(),
-    };
+      () => params.destroy(),
+    );
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -793,30 +744,56 @@ export class OpKernels {
   /** A Dispatch of ceil(tokens·perToken / perGroup) workgroups, x-fastest over a 2-D grid. */
   private flatDispatch(label: string, maxTokens: number, pipeline: GPUComputePipeline, group: GPUBindGroup, params: GPUBuffer, perToken: number, perGroup: number): Dispatch {
     if (maxTokens * perToken > 2 ** 32 - 1) bad(label, 'more than 2^32 elements per call');
-    const offsets = new Uint32Array(1);
-    const counts = this.counts;
-    const maxGroups = this.maxGroups;
-    return {
+    return this.dispatch(
       label,
       maxTokens,
-      encode: (pass: GPUComputePassEncoder, tokens = maxTokens): void => {
-        if (this.tokensToRun(label, tokens, maxTokens) === 0) return;
+      1,
+      (pass, tokens, offsets) => {
         const n = Math.ceil((tokens * perToken) / perGroup);
-        const gx = Math.min(n, maxGroups);
-        offsets[0] = counts.offset(tokens);
+        const gx = Math.min(n, this.maxGroups);
         pass.setPipeline(pipeline);
         pass.setBindGroup(0, group, offsets, 0, 1);
         pass.dispatchWorkgroups(gx, Math.ceil(n / gx));
       },
-      destroy: () => params.destroy(),
+      () => params.destroy(),
+    );
+  }
+
+  /**
+   * A Dispatch whose encode refuses token counts outside 0..maxTokens, records nothing for 0, and
+   * otherwise calls `record` with the count and the bind group's `countBindings` dynamic offsets,
+   * the first already selecting the token count (record sets any others). The offsets array is
+   * reused: encode allocates nothing.
+   */
+  private dispatch(
+    label: string,
+    maxTokens: number,
+    countBindings: number,
+    record: (pass: GPUComputePassEncoder, tokens: number, offsets: Uint32Array) => void,
+    destroy: () => void,
+  ): Dispatch {
+    const offsets = new Uint32Array(countBindings);
+    return {
+      label,
+      maxTokens,
+      encode: (pass: GPUComputePassEncoder, tokens = maxTokens): void => {
+        if (!Number.isSafeInteger(tokens) || tokens < 0 || tokens > maxTokens) bad(label, `token count ${tokens} is outside 0..${maxTokens}`);
+        if (tokens === 0) return;
+        offsets[0] = this.counts.offset(tokens);
+        record(pass, tokens, offsets);
+      },
+      destroy,
     };
   }
 
-  /** Entries 0..n-1 from `buffers`, then the count table, then the position uniform if any. */
-  private bindGroup(label: string, layout: Layout, buffers: readonly GPUBuffer[], maxTokens: number, position?: GPUBuffer): GPUBindGroup {
+  /**
+   * Entries 0..n-1 from `buffers`, then `countBindings` entries of the count table (each covering
+   * counts up to `maxCount`), then the position uniform if any.
+   */
+  private bindGroup(label: string, layout: Layout, buffers: readonly GPUBuffer[], maxCount: number, position?: GPUBuffer, countBindings = 1): GPUBindGroup {
     const entries: GPUBindGroupEntry[] = buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
-    entries.push(this.counts.entry(buffers.length, maxTokens));
-    if (position) entries.push({ binding: buffers.length + 1, resource: { buffer: position, offset: 0, size: 16 } });
+    for (let i = 0; i < countBindings; i++) entries.push(this.counts.entry(entries.length, maxCount));
+    if (position) entries.push({ binding: entries.length, resource: { buffer: position, offset: 0, size: 16 } });
     return this.device.createBindGroup({ label, layout: layout.group, entries });
   }
 
@@ -869,12 +846,6 @@ export class OpKernels {
   private checkTokens(label: string, maxTokens: number): number {
     if (!isCount(maxTokens)) bad(label, `maxTokens must be a positive integer, not ${maxTokens}`);
     return maxTokens;
-  }
-
-  /** The token count to record (0: nothing); throws when outside 0..maxTokens. */
-  private tokensToRun(label: string, tokens: number, maxTokens: number): number {
-    if (!Number.isSafeInteger(tokens) || tokens < 0 || tokens > maxTokens) bad(label, `token count ${tokens} is outside 0..${maxTokens}`);
-    return tokens;
   }
 
   private checkStorage(label: string, name: string, buffer: GPUBuffer): void {

@@ -1,4 +1,5 @@
-import { RullamaError } from '../errors.js';
+import { RullamaError, throwIfAborted } from '../errors.js';
+import { checkBufferSize } from '../gpu/buffers.js';
 import { LinearKernels, type Dispatch } from '../gpu/linear.js';
 import { OpKernels, PositionUniform } from '../gpu/ops.js';
 import { PipelineCache } from '../gpu/pipelines.js';
@@ -43,7 +44,8 @@ export class GpuForward {
   private readonly position: PositionUniform;
   private readonly buffers: GPUBuffer[] = [];
   private readonly dispatches: Dispatch[] = [];
-  private steps: Step[] = [];
+  /** The chain in the groups a cancellation may stop between: the inputs, then one per layer. */
+  private groups: Step[][] = [];
   private lastLogits: Step[] = [];
   private everyLogits: Step[] = [];
   private ids!: GPUBuffer;
@@ -84,6 +86,7 @@ export class GpuForward {
   }
 
   private buffer(label: string, floats: number, usage = 0): GPUBuffer {
+    checkBufferSize(this.device, label, floats * f32);
     const b = this.device.createBuffer({ label, size: Math.max(16, floats * f32), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC | usage });
     this.buffers.push(b);
     return b;
@@ -118,7 +121,8 @@ export class GpuForward {
     const maxKv = Math.max(...c.layers.map((l) => l.kvHeads * l.headDim));
     const maxF = Math.max(...c.layers.map((l) => l.ffnWidth));
     const ops = this.ops;
-    const steps: Step[] = [];
+    let steps: Step[] = [];
+    this.groups = [steps];
     const add = (d: Dispatch): void => {
       steps.push((pass, tokens) => d.encode(pass, tokens));
     };
@@ -160,6 +164,8 @@ export class GpuForward {
       const nq = c.headCount;
       const kvWidth = layer.kvHeads * hd;
       const tag = `layer${layer.index}`;
+      steps = [];
+      this.groups.push(steps);
       const norm = (info: GGUFTensorInfo) => weights.single(info);
       // Attention block.
       add(await this.bind(ops.bindRmsNorm({ maxTokens: T, size: d, x: h, weight: norm(w.attnNorm), out: x, eps, label: `${tag}.attn_norm` })));
@@ -204,7 +210,6 @@ export class GpuForward {
       }
       add(await this.bind(ops.bindScale({ maxTokens: T, width: d, x: h, factor: weights.single(w.outputScale), out: h, label: `${tag}.layer_output_scale` })));
     }
-    this.steps = steps;
 
     // §3.3 output, for the last token of the block or for every token.
     const outNorm = weights.single(tensors.outputNorm);
@@ -264,9 +269,19 @@ export class GpuForward {
    * Records and submits the forward pass of `ids` (at most maxTokens) at positions start … start+T−1.
    * `pleRows` holds the per-layer token rows ([T][L·P]) when the model has PLE. Afterwards
    * `logits` holds the last token's logits (row 0) or, with `all`, every token's ([T][V]).
+   *
+   * Without a signal the whole block is one submit. With one, a block of several tokens is
+   * submitted layer by layer and the signal is checked as each layer finishes, so a cancellation
+   * takes effect within one layer's work (a single token's whole step is about that much work).
+   * A cancelled block leaves the KV cache of earlier positions intact: the caller simply does not
+   * count the block's positions. `after` records more work (the sampler) into the last encoder.
    */
-  encode(ids: Uint32Array<ArrayBuffer>, start: number, pleRows: Float32Array<ArrayBuffer> | null, all = false): void {
+  async run(
+    ids: Uint32Array<ArrayBuffer>, start: number, pleRows: Float32Array<ArrayBuffer> | null,
+    options: { all?: boolean; signal?: AbortSignal; after?: (encoder: GPUCommandEncoder) => void } = {},
+  ): Promise<void> {
     const T = ids.length;
+    const all = options.all ?? false;
     if (T < 1 || T > this.options.maxTokens) throw new RullamaError('bad-argument', `a forward block holds 1 to ${this.options.maxTokens} tokens, not ${T}`);
     if (start + T > this.options.contextSize) {
       throw new RullamaError('context-overflow', `positions up to ${start + T - 1} exceed the context of ${this.options.contextSize} tokens`);
@@ -276,9 +291,21 @@ export class GpuForward {
     queue.writeBuffer(this.ids, 0, ids);
     if (this.pleRows && pleRows) queue.writeBuffer(this.pleRows, 0, pleRows);
     this.position.set(start);
-    const encoder = this.device.createCommandEncoder({ label: 'forward' });
+    const { signal } = options;
+    const layerByLayer = signal !== undefined && T > 1;
+    let encoder = this.device.createCommandEncoder({ label: 'forward' });
+    for (const group of this.groups) {
+      const pass = encoder.beginComputePass();
+      for (const step of group) step(pass, T);
+      pass.end();
+      if (layerByLayer) {
+        queue.submit([encoder.finish()]);
+        await queue.onSubmittedWorkDone();
+        throwIfAborted(signal);
+        encoder = this.device.createCommandEncoder({ label: 'forward' });
+      }
+    }
     let pass = encoder.beginComputePass();
-    for (const step of this.steps) step(pass, T);
     if (all) {
       for (const step of this.everyLogits) step(pass, T);
       pass.end();
@@ -290,6 +317,7 @@ export class GpuForward {
       for (const step of this.lastLogits) step(pass, 1);
       pass.end();
     }
+    options.after?.(encoder);
     queue.submit([encoder.finish()]);
   }
 

@@ -1,12 +1,15 @@
 import { RullamaError, throwIfAborted } from '../errors.js';
+import { sha256 } from '../ollama/sha256.js';
+import { sampleToken, type SampledToken, type SamplingOptions, type SeededRandom } from '../sampling.js';
 import { readGGUF, readTensorBytes } from '../gguf/read.js';
 import { dequantize } from '../quant/dequant.js';
 import type { ByteSource } from '../gguf/source.js';
-import type { GGUFFile } from '../gguf/types.js';
+import type { GGUFFile, GGUFTensorInfo } from '../gguf/types.js';
 import { readGemma4Config, type Gemma4Config } from './config.js';
 import { GpuForward } from './gpu-forward.js';
 import { PleRows } from './ple-rows.js';
 import { resolveTensors } from './tensors.js';
+import { decodeSnapshot, encodeSnapshot } from './snapshot.js';
 import { GpuWeights, type UploadProgress } from './weights.js';
 
 export interface LoadModelOptions {
@@ -18,29 +21,51 @@ export interface LoadModelOptions {
   allLogits?: boolean;
   signal?: AbortSignal;
   onProgress?: (p: UploadProgress) => void;
+  /** The source's header, when the caller has read it already. */
+  file?: GGUFFile;
+}
+
+export interface FeedOptions {
+  /** Cancels the work; a block of several tokens stops within one layer's work. */
+  signal?: AbortSignal;
+  /** Which logits to read back: the last token's (default), every token's, or none (a sampler reads them on the GPU). */
+  logits?: 'last' | 'all' | 'none';
+  /** Records more GPU work into the last block's command encoder (the sampler). */
+  after?: (encoder: GPUCommandEncoder) => void;
 }
 
 const DEFAULT_CONTEXT = 4096;
 const DEFAULT_PREFILL_CHUNK = 128;
 
 /**
- * A Gemma 4 model on the GPU with one conversation's state (position and KV cache): feed it
- * tokens, read logits. Tokenising, sampling and the chat loop sit on top of this.
+ * A Gemma 4 model on the GPU with one conversation's state (the tokens in its KV cache): feed it
+ * tokens, read logits, rewind, save and restore the state. Tokenising, sampling and the chat loop
+ * sit on top of this.
  */
 export class Gemma4Model {
-  /** Tokens already in the KV cache. */
-  position = 0;
+  /** The tokens in the KV cache, in order. */
+  private history: number[] = [];
+  /** Sliding layers' rings hold no position before this one (after a restore). */
+  private ringFloor = 0;
+  private lostReason: string | null = null;
 
   private constructor(
     readonly file: GGUFFile,
     readonly config: Gemma4Config,
+    private readonly device: GPUDevice,
     private readonly weights: GpuWeights,
     private readonly forward: GpuForward,
     private readonly ple: PleRows | null,
-  ) {}
+    /** Identifies the model (shapes, dtypes and a fingerprint of its norm weights) in snapshots. */
+    readonly layoutHash: Uint8Array,
+  ) {
+    device.lost.then((info) => {
+      this.lostReason = info.message || info.reason || 'unknown';
+    });
+  }
 
   static async load(device: GPUDevice, source: ByteSource, options: LoadModelOptions = {}): Promise<Gemma4Model> {
-    const file = await readGGUF(source, { signal: options.signal });
+    const file = options.file ?? (await readGGUF(source, { signal: options.signal }));
     const config = readGemma4Config(file);
     const tensors = resolveTensors(file, config);
     const weights = await GpuWeights.upload(device, source, tensors, { signal: options.signal, onProgress: options.onProgress });
@@ -50,9 +75,21 @@ export class Gemma4Model {
       const ropeFactors = tensors.ropeFreqs
         ? dequantize(tensors.ropeFreqs.type, await readTensorBytes(source, tensors.ropeFreqs), tensors.ropeFreqs.elementCount)
         : null;
-      const forward = await GpuForward.create(device, config, tensors, weights, ropeFactors, { contextSize, maxTokens, allLogits: options.allLogits });
+      device.pushErrorScope('out-of-memory');
+      let forward: GpuForward;
+      let oom: GPUError | null;
+      try {
+        forward = await GpuForward.create(device, config, tensors, weights, ropeFactors, { contextSize, maxTokens, allLogits: options.allLogits });
+      } finally {
+        oom = await device.popErrorScope();
+      }
+      if (oom) {
+        forward.destroy();
+        throw new RullamaError('oom', `the GPU ran out of memory for the KV cache and activations of a ${contextSize}-token context: try a smaller context`);
+      }
       const ple = tensors.pleTokenEmbd ? new PleRows(source, tensors.pleTokenEmbd) : null;
-      return new Gemma4Model(file, config, weights, forward, ple);
+      const layoutHash = await modelLayoutHash(file, source, [tensors.outputNorm, tensors.layers[0]!.attnNorm]);
+      return new Gemma4Model(file, config, device, weights, forward, ple, layoutHash);
     } catch (e) {
       weights.destroy();
       throw e;
@@ -63,21 +100,62 @@ export class Gemma4Model {
     return this.forward.options.contextSize;
   }
 
+  /** Tokens per prefill block. */
+  get prefillChunk(): number {
+    return this.forward.options.maxTokens;
+  }
+
+  /** Tokens already in the KV cache. */
+  get position(): number {
+    return this.history.length;
+  }
+
+  /** The tokens in the KV cache, in order. */
+  get tokens(): readonly number[] {
+    return this.history;
+  }
+
   /** GPU bytes in use: weights, KV cache and activations. */
   get gpuBytes(): number {
     return this.weights.bytes + this.forward.bytes;
   }
 
+  /** The GPU buffer whose row 0 holds the last fed token's logits (for a GPU sampler). */
+  get logitsBuffer(): GPUBuffer {
+    return this.forward.logits;
+  }
+
   /** Forgets the conversation (the KV cache is simply overwritten from position 0). */
   reset(): void {
-    this.position = 0;
+    this.history = [];
+    this.ringFloor = 0;
+  }
+
+  /**
+   * Keeps only the first `length` tokens, so a conversation that diverges (an edited message, a
+   * regenerated answer) refills just its new part. Returns false, changing nothing, when the
+   * sliding layers' rings no longer hold the positions that part would attend to; then reset
+   * and feed everything again.
+   */
+  rewind(length: number): boolean {
+    if (!Number.isInteger(length) || length < 0 || length > this.position) throw new RullamaError('bad-argument', `cannot rewind to ${length} of ${this.position} tokens`);
+    if (length === this.position) return true;
+    const needed = Math.max(0, length - this.config.slidingWindow + 1);
+    for (const kv of this.forward.kv.entries) {
+      const layer = this.config.layers[kv.layer]!;
+      if (layer.sliding && needed < Math.max(this.ringFloor, this.position - kv.capacity)) return false;
+    }
+    this.history.length = length;
+    return true;
   }
 
   /**
    * Runs `tokens` through the model in prefill blocks, continuing the conversation. Returns the
-   * logits of the last token, or with `all` every token's (one Float32Array per token).
+   * last token's logits, every token's (one Float32Array per token), or none. On cancellation or
+   * any failure the tokens of the unfinished block are not counted, so the model stays usable.
    */
-  async feed(tokens: readonly number[], options: { all?: boolean; signal?: AbortSignal } = {}): Promise<Float32Array[]> {
+  async feed(tokens: readonly number[], options: FeedOptions = {}): Promise<Float32Array[]> {
+    this.checkDevice();
     const { vocabSize } = this.config;
     for (const t of tokens) {
       if (!Number.isInteger(t) || t < 0 || t >= vocabSize) throw new RullamaError('bad-token', `token id ${t} is outside the vocabulary (0..${vocabSize - 1})`);
@@ -86,27 +164,116 @@ export class Gemma4Model {
     if (this.position + tokens.length > this.contextSize) {
       throw new RullamaError('context-overflow', `${this.position} + ${tokens.length} tokens exceed the context of ${this.contextSize}`);
     }
+    const read = options.logits ?? 'last';
     const chunk = this.forward.options.maxTokens;
     const out: Float32Array[] = [];
-    for (let i = 0; i < tokens.length; i += chunk) {
-      throwIfAborted(options.signal);
-      const block = tokens.slice(i, i + chunk);
-      const rows = this.ple ? await this.ple.rows(block, options.signal) : null;
-      const last = i + chunk >= tokens.length;
-      this.forward.encode(Uint32Array.from(block), this.position, rows as Float32Array<ArrayBuffer> | null, options.all);
-      this.position += block.length;
-      if (options.all) {
-        const logits = await this.forward.readLogits(block.length);
-        for (let t = 0; t < block.length; t++) out.push(logits.slice(t * vocabSize, (t + 1) * vocabSize));
-      } else if (last) {
-        out.push(await this.forward.readLogits(1));
+    try {
+      for (let i = 0; i < tokens.length; i += chunk) {
+        throwIfAborted(options.signal);
+        const block = tokens.slice(i, i + chunk);
+        const rows = this.ple ? await this.ple.rows(block, options.signal) : null;
+        const last = i + chunk >= tokens.length;
+        await this.forward.run(Uint32Array.from(block), this.position, rows as Float32Array<ArrayBuffer> | null, {
+          all: read === 'all', signal: options.signal, after: last ? options.after : undefined,
+        });
+        if (read === 'all') {
+          const logits = await this.forward.readLogits(block.length);
+          for (let t = 0; t < block.length; t++) out.push(logits.slice(t * vocabSize, (t + 1) * vocabSize));
+        } else if (last && read === 'last') {
+          out.push(await this.forward.readLogits(1));
+        }
+        this.history.push(...block);
       }
+    } catch (e) {
+      throw await this.explain(e);
     }
     return out;
   }
 
+  /**
+   * Feeds `tokens` and picks the next token from the last one's logits with the sampling
+   * options, the recent tokens (for penalties) and the uniform random number `r`.
+   */
+  async sampleNext(tokens: readonly number[], options: SamplingOptions, recent: readonly number[], r: number, signal?: AbortSignal): Promise<SampledToken> {
+    const [logits] = await this.feed(tokens, { signal });
+    return sampleToken(logits!, options, { next: () => r } as SeededRandom);
+  }
+
+  /** The whole generation state as bytes (see snapshot.ts): restore it with `loadState`. */
+  async saveState(): Promise<Uint8Array<ArrayBuffer>> {
+    this.checkDevice();
+    const pos = this.position;
+    const ranges = this.forward.kv.entries.map((kv) => {
+      // Sliding layers keep what the next queries can see; global layers keep everything.
+      const first = this.config.layers[kv.layer]!.sliding ? Math.max(0, pos - this.config.slidingWindow, this.ringFloor) : 0;
+      return { layer: kv.layer, first, count: pos - first };
+    });
+    try {
+      const layers = await this.forward.kv.read(this.device, ranges);
+      return encodeSnapshot({ layoutHash: this.layoutHash, tokens: Uint32Array.from(this.history), layers });
+    } catch (e) {
+      throw await this.explain(e);
+    }
+  }
+
+  /**
+   * Restores a state saved by `saveState` of this same model (any context size that holds it).
+   * The snapshot is checked completely first; a bad one throws 'bad-snapshot' and changes nothing.
+   */
+  loadState(bytes: Uint8Array): void {
+    this.checkDevice();
+    const snapshot = decodeSnapshot(bytes, this.layoutHash);
+    const pos = snapshot.tokens.length;
+    if (pos > this.contextSize) throw new RullamaError('context-overflow', `the saved state holds ${pos} tokens, more than this context of ${this.contextSize}`);
+    const { vocabSize, slidingWindow } = this.config;
+    if (snapshot.tokens.some((t) => t >= vocabSize)) throw new RullamaError('bad-snapshot', 'the saved state holds token ids outside the vocabulary');
+    const entries = this.forward.kv.entries;
+    if (snapshot.layers.length !== entries.length) throw new RullamaError('bad-snapshot', `the saved state has ${snapshot.layers.length} KV layers, the model ${entries.length}`);
+    let floor = 0;
+    for (const [i, kv] of entries.entries()) {
+      const l = snapshot.layers[i]!;
+      const sliding = this.config.layers[kv.layer]!.sliding;
+      const needed = sliding ? Math.max(0, pos - slidingWindow) : 0;
+      if (l.layer !== kv.layer || l.width !== kv.width || l.first > needed || l.first + l.count !== pos || l.count > (sliding ? kv.capacity : pos)) {
+        throw new RullamaError('bad-snapshot', `the saved KV of layer ${l.layer} does not fit this model's layer ${kv.layer}`);
+      }
+      if (sliding) floor = Math.max(floor, l.first);
+    }
+    this.forward.kv.write(this.device, snapshot.layers);
+    this.history = Array.from(snapshot.tokens);
+    this.ringFloor = floor;
+  }
+
+  /** Frees every GPU buffer of the model. */
   destroy(): void {
     this.forward.destroy();
     this.weights.destroy();
   }
+
+  private checkDevice(): void {
+    if (this.lostReason !== null) throw new RullamaError('device-lost', `the GPU device was lost (${this.lostReason}): load the model again to continue`);
+  }
+
+  /** Failures of GPU work after the device is lost become 'device-lost'. */
+  private async explain(e: unknown): Promise<unknown> {
+    if (e instanceof RullamaError && e.code !== 'io') return e;
+    // The lost promise may settle just after the failed call.
+    await Promise.race([this.device.lost, new Promise((r) => setTimeout(r, 50))]);
+    if (this.lostReason !== null) return new RullamaError('device-lost', `the GPU device was lost (${this.lostReason}): load the model again to continue`, { cause: e });
+    return e;
+  }
+}
+
+/** SHA-256 over the architecture, shapes and dtypes, and the bytes of a few small tensors. */
+async function modelLayoutHash(file: GGUFFile, source: ByteSource, fingerprint: GGUFTensorInfo[]): Promise<Uint8Array> {
+  const shape = file.tensors.map((t) => `${t.name}:${t.type}:${t.dims.join('x')}`).join(';');
+  const parts: Uint8Array[] = [new TextEncoder().encode(`gemma4;${file.metadata.get('general.architecture')};${shape}`)];
+  for (const t of fingerprint) parts.push(await readTensorBytes(source, t));
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    all.set(p, at);
+    at += p.byteLength;
+  }
+  return sha256(all).slice(0, 16);
 }

@@ -68,10 +68,10 @@ export function quantizeInto(type: GGMLType, values: Float32Array, out: Uint8Arr
     case GGMLType.F16: quantF16(values, dv); break;
     case GGMLType.BF16: quantBF16(values, dv); break;
     case GGMLType.Q8_0: quantQ8_0(values, bytes, dv); break;
-    case GGMLType.Q4_0: quantQ4_0(values, bytes, dv); break;
-    case GGMLType.Q4_1: quantQ4_1(values, bytes, dv); break;
-    case GGMLType.Q5_0: quantQ5_0(values, bytes, dv); break;
-    case GGMLType.Q5_1: quantQ5_1(values, bytes, dv); break;
+    case GGMLType.Q4_0: quantBlock32(values, bytes, dv, 4, false, 'Q4_0'); break;
+    case GGMLType.Q4_1: quantBlock32(values, bytes, dv, 4, true, 'Q4_1'); break;
+    case GGMLType.Q5_0: quantBlock32(values, bytes, dv, 5, false, 'Q5_0'); break;
+    case GGMLType.Q5_1: quantBlock32(values, bytes, dv, 5, true, 'Q5_1'); break;
     case GGMLType.Q4_K: quantQ45K(values, bytes, dv, 15); break;
     case GGMLType.Q5_K: quantQ45K(values, bytes, dv, 31); break;
     case GGMLType.Q6_K: quantQ6_K(values, bytes, dv); break;
@@ -209,47 +209,6 @@ function signedMax(x: Float32Array, xo: number, n: number): number {
   return max;
 }
 
-function quantQ4_0(x: Float32Array, out: Uint8Array, dv: DataView): void {
-  const nb = x.length / 32;
-  for (let b = 0; b < nb; b++) {
-    const xo = b * 32;
-    const o = b * 18;
-    const max = signedMax(x, xo, 32);
-    if (!Number.isFinite(max)) throw nonFinite('Q4_0', xo);
-    const dBits = scaleBitsCovering(max / -8, max, 8);
-    dv.setUint16(o, dBits, true);
-    const d = f16ToF32(dBits);
-    const id = d !== 0 ? 1 / d : 0;
-    for (let j = 0; j < 16; j++) {
-      const q0 = clampQ(Math.round(x[xo + j]! * id) + 8, 15);
-      const q1 = clampQ(Math.round(x[xo + 16 + j]! * id) + 8, 15);
-      out[o + 2 + j] = q0 | (q1 << 4);
-    }
-  }
-}
-
-function quantQ5_0(x: Float32Array, out: Uint8Array, dv: DataView): void {
-  const nb = x.length / 32;
-  for (let b = 0; b < nb; b++) {
-    const xo = b * 32;
-    const o = b * 22;
-    const max = signedMax(x, xo, 32);
-    if (!Number.isFinite(max)) throw nonFinite('Q5_0', xo);
-    const dBits = scaleBitsCovering(max / -16, max, 16);
-    dv.setUint16(o, dBits, true);
-    const d = f16ToF32(dBits);
-    const id = d !== 0 ? 1 / d : 0;
-    let qh = 0;
-    for (let j = 0; j < 16; j++) {
-      const q0 = clampQ(Math.round(x[xo + j]! * id) + 16, 31);
-      const q1 = clampQ(Math.round(x[xo + 16 + j]! * id) + 16, 31);
-      out[o + 6 + j] = (q0 & 15) | ((q1 & 15) << 4);
-      qh |= ((q0 >>> 4) << j) | ((q1 >>> 4) << (j + 16));
-    }
-    dv.setUint32(o + 2, qh >>> 0, true);
-  }
-}
-
 /** Affine 32-value blocks x ≈ d·q + m (Q4_1 with nmax 15, Q5_1 with nmax 31). */
 function affineBlockParams(x: Float32Array, xo: number, nmax: number, type: string): { d: number; m: number; dBits: number; mBits: number } {
   let min = Infinity;
@@ -269,40 +228,45 @@ function affineBlockParams(x: Float32Array, xo: number, nmax: number, type: stri
   return { d: f16ToF32(dBits), m, dBits, mBits };
 }
 
-function quantQ4_1(x: Float32Array, out: Uint8Array, dv: DataView): void {
+/**
+ * Q4_0 / Q5_0 (symmetric: x = d·(q − 2^(bits−1)), d from the value of largest magnitude) and
+ * Q4_1 / Q5_1 (affine: x = d·q + m) in one loop over blocks of 32 values laid out as
+ * [d f16][m f16 if affine][qh u32 if 5 bits: bit j = bit 4 of q[j]][qs ×16: lo nibble = q[j], hi = q[j+16]].
+ */
+function quantBlock32(x: Float32Array, out: Uint8Array, dv: DataView, bits: 4 | 5, affine: boolean, type: string): void {
+  const nmax = (1 << bits) - 1;
+  const bias = affine ? 0 : (nmax + 1) / 2;
+  const qhAt = affine ? 4 : 2;
+  const qsAt = bits === 5 ? qhAt + 4 : qhAt;
+  const blockBytes = qsAt + 16;
   const nb = x.length / 32;
   for (let b = 0; b < nb; b++) {
     const xo = b * 32;
-    const o = b * 20;
-    const { d, m, dBits, mBits } = affineBlockParams(x, xo, 15, 'Q4_1');
-    dv.setUint16(o, dBits, true);
-    dv.setUint16(o + 2, mBits, true);
-    const id = d !== 0 ? 1 / d : 0;
-    for (let j = 0; j < 16; j++) {
-      const q0 = clampQ(Math.round((x[xo + j]! - m) * id), 15);
-      const q1 = clampQ(Math.round((x[xo + 16 + j]! - m) * id), 15);
-      out[o + 4 + j] = q0 | (q1 << 4);
+    const o = b * blockBytes;
+    let d: number;
+    let m = 0;
+    if (affine) {
+      const p = affineBlockParams(x, xo, nmax, type);
+      dv.setUint16(o, p.dBits, true);
+      dv.setUint16(o + 2, p.mBits, true);
+      d = p.d;
+      m = p.m;
+    } else {
+      const max = signedMax(x, xo, 32);
+      if (!Number.isFinite(max)) throw nonFinite(type, xo);
+      const dBits = scaleBitsCovering(max / -bias, max, bias);
+      dv.setUint16(o, dBits, true);
+      d = f16ToF32(dBits);
     }
-  }
-}
-
-function quantQ5_1(x: Float32Array, out: Uint8Array, dv: DataView): void {
-  const nb = x.length / 32;
-  for (let b = 0; b < nb; b++) {
-    const xo = b * 32;
-    const o = b * 24;
-    const { d, m, dBits, mBits } = affineBlockParams(x, xo, 31, 'Q5_1');
-    dv.setUint16(o, dBits, true);
-    dv.setUint16(o + 2, mBits, true);
     const id = d !== 0 ? 1 / d : 0;
     let qh = 0;
     for (let j = 0; j < 16; j++) {
-      const q0 = clampQ(Math.round((x[xo + j]! - m) * id), 31);
-      const q1 = clampQ(Math.round((x[xo + 16 + j]! - m) * id), 31);
-      out[o + 8 + j] = (q0 & 15) | ((q1 & 15) << 4);
+      const q0 = clampQ(Math.round((x[xo + j]! - m) * id) + bias, nmax);
+      const q1 = clampQ(Math.round((x[xo + 16 + j]! - m) * id) + bias, nmax);
+      out[o + qsAt + j] = (q0 & 15) | ((q1 & 15) << 4);
       qh |= ((q0 >>> 4) << j) | ((q1 >>> 4) << (j + 16));
     }
-    dv.setUint32(o + 4, qh >>> 0, true);
+    if (bits === 5) dv.setUint32(o + qhAt, qh >>> 0, true);
   }
 }
 
@@ -322,6 +286,31 @@ const wdxBuf = new Float64Array(32); // weight × dx
 const L = new Uint8Array(256);
 let fitScale = 0;
 let fitOffset = 0;
+let gridL = 0;
+let gridLL = 0;
+let gridDL = 0;
+
+/**
+ * For the grid l = min(nmax, round(is·dx)) over the 32 values in dxBuf, the weighted sums Σw·l,
+ * Σw·l² and Σw·dx·l (weights in wtBuf, w·dx in wdxBuf), left in gridL, gridLL and gridDL.
+ */
+function gridSums(is: number, nmax: number): void {
+  const wt = wtBuf;
+  const dx = dxBuf;
+  const wdx = wdxBuf;
+  let sl = 0, sll = 0, sdl = 0;
+  for (let i = 0; i < 32; i++) {
+    let l = (is * dx[i]! + 0.5) | 0;
+    if (l > nmax) l = nmax;
+    const w = wt[i]!;
+    sl += w * l;
+    sll += w * l * l;
+    sdl += wdx[i]! * l;
+  }
+  gridL = sl;
+  gridLL = sll;
+  gridDL = sdl;
+}
 
 /**
  * Weighted least-squares fit of x[xo … xo+32) ≈ scale·l + m with l ∈ [0, nmax] and m ≤ 0, using
@@ -362,33 +351,13 @@ function fitAffine32(x: Float32Array, xo: number, nmax: number, rmin: number, rd
   // Start: the plain min/max grid, scale = range/nmax, offset 0 (in dx space).
   let bestScale = range / nmax;
   let bestM = 0;
-  let bestErr: number;
-  {
-    const is = nmax / range;
-    let sl = 0, sll = 0, sdl = 0;
-    for (let i = 0; i < 32; i++) {
-      let l = (is * dx[i]! + 0.5) | 0;
-      if (l > nmax) l = nmax;
-      const w = wt[i]!;
-      sl += w * l;
-      sll += w * l * l;
-      sdl += wdx[i]! * l;
-    }
-    const s = bestScale;
-    bestErr = s * s * sll - 2 * s * sdl + sdd;
-    void sl;
-  }
+  gridSums(nmax / range, nmax);
+  let bestErr = bestScale * bestScale * gridLL - 2 * bestScale * gridDL + sdd;
   for (let step = 0; step <= nstep; step++) {
-    const is = (rmin + rdelta * step + nmax) / range;
-    let sl = 0, sll = 0, sdl = 0;
-    for (let i = 0; i < 32; i++) {
-      let l = (is * dx[i]! + 0.5) | 0;
-      if (l > nmax) l = nmax;
-      const w = wt[i]!;
-      sl += w * l;
-      sll += w * l * l;
-      sdl += wdx[i]! * l;
-    }
+    gridSums((rmin + rdelta * step + nmax) / range, nmax);
+    const sl = gridL;
+    const sll = gridLL;
+    const sdl = gridDL;
     const D = sw * sll - sl * sl;
     if (!(D > 0)) continue;
     let s = (sw * sdl - sd * sl) / D;
