@@ -20,6 +20,7 @@ export default {
   middleware: [
     rangeFolderMiddleware('/shared/', fileURLToPath(new URL('../shared', import.meta.url))),
     rangeFolderMiddleware('/test-output/', fileURLToPath(new URL('./test-output', import.meta.url))),
+    (await import('./scripts/wtr-flaky.mjs')).flakyRangeMiddleware('/flaky/', fileURLToPath(new URL('./test-output', import.meta.url))),
   ],
   plugins: [
     wgslPlugin(),

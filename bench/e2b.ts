@@ -8,6 +8,7 @@
  * Options:
  *   --model FILE       measure this GGUF (skip writing)
  *   --model-out FILE   write the E2B-shaped model here first (unless it already exists)
+ *   --write-only       only write the model (for `rullama bench --model FILE`)
  *   --vocab FILE       vocabulary GGUF for the writer (default: vocab.gguf beside this bundle,
  *                      else ../shared/fixtures/gemma4-vocab/… as the fixtures default)
  *   --prompt N         prompt tokens (default 512)      --gen N      decode tokens (default 64)
@@ -78,6 +79,8 @@ if (modelPath && existsSync(modelPath)) {
     log(`wrote ${(w.bytes / 1e9).toFixed(3)} GB in ${writeS.toFixed(1)} s`);
   }
 }
+
+if (process.argv.includes('--write-only')) process.exit(0);
 
 const webgpu = await import('webgpu');
 Object.assign(globalThis, webgpu.globals);

@@ -19,7 +19,8 @@ export async function openNodeDevice(): Promise<OpenedDevice> {
   const gpu = webgpu.create([]);
   keep.push(gpu);
   try {
-    const opened = await openDevice({ gpu });
+    // Bigger buffers mean fewer weight tiles; the adapter's own maximum is the ceiling.
+    const opened = await openDevice({ gpu, preferredLimits: { maxStorageBufferBindingSize: 2 ** 31, maxBufferSize: 2 ** 31 } });
     keep.push(opened);
     return opened;
   } catch (e) {

@@ -20,7 +20,8 @@ const USAGE = `usage:
   rullama detokenize --model <model.gguf> <id,id,...|id id ...>
   rullama logits --model <model.gguf> --tokens <id,id,...> --out <file> [--backend gpu|cpu]
   rullama generate --model <model.gguf> --prompt <text> [--chat] [--max-tokens N] [--temperature T]
-                   [--top-k K] [--top-p P] [--min-p P] [--seed S] [--context N] [--json]
+                   [--top-k K] [--top-p P] [--min-p P] [--seed S] [--repeat-penalty R] [--presence-penalty P]
+                   [--frequency-penalty F] [--context N] [--json]
   rullama bench --model <model.gguf> [--prompt-tokens N] [--gen-tokens M] [--runs R] [--prefill-chunk C] [--json]`;
 
 class UsageError extends Error {}
@@ -113,6 +114,7 @@ async function generateCommand(args: string[]): Promise<unknown> {
       model: { type: 'string' }, prompt: { type: 'string' }, chat: { type: 'boolean' }, json: { type: 'boolean' },
       'max-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' }, 'top-p': { type: 'string' },
       'min-p': { type: 'string' }, seed: { type: 'string' }, context: { type: 'string' },
+      'repeat-penalty': { type: 'string' }, 'presence-penalty': { type: 'string' }, 'frequency-penalty': { type: 'string' },
     },
   });
   if (!values.model || values.prompt === undefined) throw new UsageError('generate needs --model and --prompt');
@@ -131,6 +133,9 @@ async function generateCommand(args: string[]): Promise<unknown> {
       topP: numberOption(values, 'top-p'),
       minP: numberOption(values, 'min-p'),
       seed: numberOption(values, 'seed'),
+      repetitionPenalty: numberOption(values, 'repeat-penalty'),
+      presencePenalty: numberOption(values, 'presence-penalty'),
+      frequencyPenalty: numberOption(values, 'frequency-penalty'),
       stopTokens: values.chat ? stopTokens(tokenizer) : [tokenizer.eos],
     });
     let step = await run.next();

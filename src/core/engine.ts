@@ -120,8 +120,23 @@ export class Generation implements AsyncIterable<TokenEvent> {
 }
 
 /**
- * A Gemma 4 model ready to talk: the weights on the GPU, the tokenizer, and one conversation's
- * state. Calls are queued: one generation runs at a time.
+ * Hands the GPU to one model step at a time, first come first served: conversations that generate
+ * at once take turns token by token, so none waits for another's whole answer.
+ */
+class StepQueue {
+  private tail: Promise<void> = Promise.resolve();
+
+  run<T>(step: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(step);
+    this.tail = result.then(() => {}, () => {});
+    return result;
+  }
+}
+
+/**
+ * A Gemma 4 model ready to talk: the weights on the GPU, the tokenizer, and a main conversation
+ * (`chat`, `generate`, `saveState`, … act on it). `createConversation` adds more conversations on
+ * the same weights, each with its own KV cache.
  *
  *   const engine = await Engine.load(file, { gpu: navigator.gpu, onProgress });
  *   const g = engine.chat([{ role: 'user', content: 'Hello' }]);
@@ -129,15 +144,20 @@ export class Generation implements AsyncIterable<TokenEvent> {
  *   console.log((await g.result).stats);
  */
 export class Engine {
-  private queue: Promise<unknown> = Promise.resolve();
   private disposed = false;
+  private readonly steps = new StepQueue();
+  private readonly conversations = new Set<Conversation>();
+  /** The conversation that `chat`, `generate`, `reset`, `saveState` and `loadState` use. */
+  readonly main: Conversation;
 
   private constructor(
-    readonly model: Gemma4Model,
+    model: Gemma4Model,
     readonly tokenizer: Tokenizer,
     private readonly ownsDevice: GPUDevice | null,
     private readonly closeSource: () => Promise<void>,
-  ) {}
+  ) {
+    this.main = this.adopt(model);
+  }
 
   static async load(from: ModelSource, options: EngineLoadOptions = {}): Promise<Engine> {
     const { signal } = options;
@@ -188,6 +208,11 @@ export class Engine {
     }
   }
 
+  /** The main conversation's model session (logits, rewind, state; see Gemma4Model). */
+  get model(): Gemma4Model {
+    return this.main.model;
+  }
+
   /** Text to token ids (with `<bos>` and special tokens parsed by default). */
   tokenize(text: string, options: { addBos?: boolean; parseSpecial?: boolean } = {}): number[] {
     return this.tokenizer.encode(text, options);
@@ -195,6 +220,85 @@ export class Engine {
 
   detokenize(ids: readonly number[]): string {
     return this.tokenizer.decode(ids);
+  }
+
+  /** A new conversation on the same weights, with its own KV cache (default: the main one's context size). */
+  async createConversation(options: { contextSize?: number; prefillChunk?: number } = {}): Promise<Conversation> {
+    this.checkOpen();
+    const model = await this.main.model.newSession({
+      contextSize: options.contextSize ?? this.main.model.contextSize,
+      prefillChunk: options.prefillChunk ?? this.main.model.prefillChunk,
+    });
+    return this.adopt(model);
+  }
+
+  generate(prompt: string | readonly number[], options: GenerateOptions = {}): Generation {
+    return this.main.generate(prompt, options);
+  }
+
+  chat(messages: readonly ChatMessage[], options: ChatOptions = {}): Generation {
+    return this.main.chat(messages, options);
+  }
+
+  reset(): void {
+    this.main.reset();
+  }
+
+  saveState(): Promise<Uint8Array<ArrayBuffer>> {
+    return this.main.saveState();
+  }
+
+  loadState(bytes: Uint8Array): Promise<void> {
+    return this.main.loadState(bytes);
+  }
+
+  /** GPU bytes in use: weights plus every conversation's KV cache and activations. */
+  get gpuBytes(): number {
+    let bytes = this.main.model.gpuBytes;
+    for (const c of this.conversations) if (c !== this.main) bytes += c.model.sessionBytes;
+    return bytes;
+  }
+
+  /** Frees every GPU buffer (and the device, when the engine opened it). */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const c of [...this.conversations]) await c.dispose();
+    this.ownsDevice?.destroy();
+    await this.closeSource();
+  }
+
+  private checkOpen(): void {
+    if (this.disposed) throw new RullamaError('bad-argument', 'this engine was disposed');
+  }
+
+  private adopt(model: Gemma4Model): Conversation {
+    const conversation = new Conversation(model, this.tokenizer, this.steps, () => this.conversations.delete(conversation));
+    this.conversations.add(conversation);
+    return conversation;
+  }
+}
+
+/** One conversation: its tokens and KV cache, on an engine's shared weights. One generation runs at a time. */
+export class Conversation {
+  private queue: Promise<unknown> = Promise.resolve();
+  private disposed = false;
+
+  /** @internal Made by Engine. */
+  constructor(
+    readonly model: Gemma4Model,
+    private readonly tokenizer: Tokenizer,
+    private readonly steps: StepQueue,
+    private readonly forget: () => void,
+  ) {}
+
+  get contextSize(): number {
+    return this.model.contextSize;
+  }
+
+  /** Tokens in the KV cache. */
+  get position(): number {
+    return this.model.position;
   }
 
   /** Continues `prompt` (text, or token ids), reusing whatever prefix the KV cache already holds. */
@@ -248,23 +352,17 @@ export class Engine {
     return this.exclusive(async () => this.model.loadState(bytes));
   }
 
-  /** GPU bytes in use (weights, KV cache, activations). */
-  get gpuBytes(): number {
-    return this.model.gpuBytes;
-  }
-
-  /** Frees every GPU buffer (and the device, when the engine opened it). */
+  /** Frees this conversation's KV cache and activations (the weights go with the engine's last conversation). */
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
     await this.queue.catch(() => {});
     this.model.destroy();
-    this.ownsDevice?.destroy();
-    await this.closeSource();
+    this.forget();
   }
 
   private checkOpen(): void {
-    if (this.disposed) throw new RullamaError('bad-argument', 'this engine was disposed');
+    if (this.disposed) throw new RullamaError('bad-argument', 'this conversation (or its engine) was disposed');
   }
 
   /** Runs `work` after everything queued before it. */
@@ -281,7 +379,7 @@ export class Engine {
     this.queue = before.then(() => mine);
     try {
       await before;
-      return yield* generate(this.model, this.tokenizer, ids, options);
+      return yield* generate(this.model, this.tokenizer, ids, options, (step) => this.steps.run(step));
     } finally {
       release();
     }

@@ -78,6 +78,8 @@ export async function* generate(
   tokenizer: Tokenizer,
   prompt: readonly number[],
   options: GenerateOptions = {},
+  /** Runs each model step; an engine passes its queue so conversations take turns on the GPU. */
+  schedule: <T>(step: () => Promise<T>) => Promise<T> = (step) => step(),
 ): AsyncGenerator<TokenEvent, GenerateStats> {
   const maxTokens = options.maxTokens ?? 256;
   if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new RullamaError('bad-argument', `maxTokens must be a positive integer, not ${maxTokens}`);
@@ -114,7 +116,8 @@ export async function* generate(
     const position = model.position + pending.length;
     const recent = window > 0 ? [...model.tokens.slice(-window), ...pending].slice(-window) : [];
     const t0 = performance.now();
-    const { id, logprob } = await model.sampleNext(pending, options, recent, uniformAt(seed, position), options.signal);
+    const next = pending;
+    const { id, logprob } = await schedule(() => model.sampleNext(next, options, recent, uniformAt(seed, position), options.signal));
     if (i === 0) {
       prefillMs = performance.now() - t0;
       firstTokenMs = performance.now() - start;

@@ -14,6 +14,7 @@ export { resolveTensors, type ModelTensors, type LayerTensors } from './model/te
 export { ReferenceModel } from './reference/forward.js';
 export { Gemma4Model, type LoadModelOptions, type FeedOptions } from './model/model.js';
 export { generate, uniformAt, type GenerateOptions, type GenerateStats, type TokenEvent } from './generate.js';
-export { Engine, Generation, type ModelSource, type LoadProgress, type EngineLoadOptions, type ChatOptions, type GenerationResult } from './engine.js';
+export { Engine, Conversation, Generation, type ModelSource, type LoadProgress, type EngineLoadOptions, type ChatOptions, type GenerationResult } from './engine.js';
 export { SNAPSHOT_VERSION } from './model/snapshot.js';
-export { sampleToken, SeededRandom, type SamplingOptions, type SampledToken } from './sampling.js';
+export { sampleToken, sampleTokenAt, samplingDistribution, checkSamplingOptions, SeededRandom, type SamplingOptions, type SampledToken, type SamplingDistribution } from './sampling.js';
+export { GpuSampler, type GpuSample, type GpuSamplerBinding } from './gpu/sampler.js';

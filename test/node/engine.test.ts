@@ -111,6 +111,33 @@ describe('Engine', () => {
     assert.deepEqual(second.tokens, fresh.tokens);
   });
 
+  test('conversations share the weights, keep their own caches and take turns on the GPU', async () => {
+    engine.reset();
+    const expectedA = await engine.generate(PROMPT, { maxTokens: 5 }).result;
+    const turn: ChatMessage[] = [{ role: 'user', content: 'Hello there' }];
+    const expectedB = await engine.chat(turn, { maxTokens: 5 }).result;
+    engine.reset();
+    const second = await engine.createConversation({ contextSize: 48 });
+    assert.equal(engine.gpuBytes, engine.model.gpuBytes + second.model.sessionBytes, 'one copy of the weights');
+    // Both at once: the steps interleave (each waits for the other's token), the results do not mix.
+    const order: string[] = [];
+    const run = async (g: AsyncIterable<{ id: number }>, tag: string) => {
+      const ids: number[] = [];
+      for await (const t of g) {
+        ids.push(t.id);
+        order.push(tag);
+      }
+      return ids;
+    };
+    const [a, b] = await Promise.all([run(engine.generate(PROMPT, { maxTokens: 5 }), 'a'), run(second.chat(turn, { maxTokens: 5 }), 'b')]);
+    assert.deepEqual(a, expectedA.tokens);
+    assert.deepEqual(b, expectedB.tokens);
+    assert.ok(order.slice(0, 6).includes('a') && order.slice(0, 6).includes('b'), `turns: ${order.join('')}`);
+    await second.dispose();
+    assert.throws(() => second.generate(PROMPT), isCode('bad-argument'));
+    assert.deepEqual((await engine.generate(PROMPT, { maxTokens: 5 }).result).tokens, expectedA.tokens);
+  });
+
   test('a conversation that outgrows the context is refused, or loses its oldest turns', async () => {
     const long: ChatMessage[] = [{ role: 'system', content: 'Be brief.' }];
     for (let i = 0; i < 6; i++) {

@@ -68,8 +68,9 @@ export class GpuForward {
   /** `ropeFactors`: rope_freqs.weight (global layers' frequency divisors), read on the CPU. */
   static async create(
     device: GPUDevice, config: Gemma4Config, tensors: ModelTensors, weights: GpuWeights, ropeFactors: Float32Array | null, options: GpuForwardOptions,
+    /** Compiled pipelines shared with other forwards of the same model. */
+    cache = new PipelineCache(device),
   ): Promise<GpuForward> {
-    const cache = new PipelineCache(device);
     const forward = new GpuForward(device, config, options, new LinearKernels(device, { pipelines: cache }), new OpKernels(device, cache));
     try {
       await forward.build(tensors, weights, ropeFactors);

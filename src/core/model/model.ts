@@ -1,14 +1,16 @@
 import { RullamaError, throwIfAborted } from '../errors.js';
 import { sha256 } from '../ollama/sha256.js';
-import { sampleToken, type SampledToken, type SamplingOptions, type SeededRandom } from '../sampling.js';
+import { GpuSampler } from '../gpu/sampler.js';
+import { checkSamplingOptions, type SampledToken, type SamplingOptions } from '../sampling.js';
 import { readGGUF, readTensorBytes } from '../gguf/read.js';
 import { dequantize } from '../quant/dequant.js';
 import type { ByteSource } from '../gguf/source.js';
 import type { GGUFFile, GGUFTensorInfo } from '../gguf/types.js';
 import { readGemma4Config, type Gemma4Config } from './config.js';
+import { PipelineCache } from '../gpu/pipelines.js';
 import { GpuForward } from './gpu-forward.js';
 import { PleRows } from './ple-rows.js';
-import { resolveTensors } from './tensors.js';
+import { resolveTensors, type ModelTensors } from './tensors.js';
 import { decodeSnapshot, encodeSnapshot } from './snapshot.js';
 import { GpuWeights, type UploadProgress } from './weights.js';
 
@@ -37,10 +39,34 @@ export interface FeedOptions {
 const DEFAULT_CONTEXT = 4096;
 const DEFAULT_PREFILL_CHUNK = 128;
 
+/** What every session of one loaded model shares: the file, the weights on the GPU, the pipelines. */
+interface SharedModel {
+  readonly file: GGUFFile;
+  readonly config: Gemma4Config;
+  readonly tensors: ModelTensors;
+  readonly device: GPUDevice;
+  readonly weights: GpuWeights;
+  readonly ple: PleRows | null;
+  readonly ropeFactors: Float32Array | null;
+  readonly pipelines: PipelineCache;
+  readonly layoutHash: Uint8Array;
+  /** Sessions alive; the weights go with the last one. */
+  sessions: number;
+}
+
+export interface SessionOptions {
+  /** Context size in tokens (default: the smaller of the model's and 4,096). */
+  contextSize?: number;
+  /** Prompt tokens per prefill block (default 128). */
+  prefillChunk?: number;
+  /** Keep a [prefillChunk][vocab] logits buffer so every position's logits can be read. */
+  allLogits?: boolean;
+}
+
 /**
  * A Gemma 4 model on the GPU with one conversation's state (the tokens in its KV cache): feed it
- * tokens, read logits, rewind, save and restore the state. Tokenising, sampling and the chat loop
- * sit on top of this.
+ * tokens, read logits, rewind, save and restore the state. More conversations on the same weights
+ * come from `newSession`. Tokenising, sampling and the chat loop sit on top of this.
  */
 export class Gemma4Model {
   /** The tokens in the KV cache, in order. */
@@ -48,20 +74,39 @@ export class Gemma4Model {
   /** Sliding layers' rings hold no position before this one (after a restore). */
   private ringFloor = 0;
   private lostReason: string | null = null;
+  private destroyed = false;
+  /** Made on first use: tests and `rullama logits` never sample. */
+  private sampler: Promise<GpuSampler> | null = null;
 
   private constructor(
-    readonly file: GGUFFile,
-    readonly config: Gemma4Config,
-    private readonly device: GPUDevice,
-    private readonly weights: GpuWeights,
+    private readonly shared: SharedModel,
     private readonly forward: GpuForward,
-    private readonly ple: PleRows | null,
-    /** Identifies the model (shapes, dtypes and a fingerprint of its norm weights) in snapshots. */
-    readonly layoutHash: Uint8Array,
   ) {
-    device.lost.then((info) => {
+    shared.sessions++;
+    shared.device.lost.then((info) => {
       this.lostReason = info.message || info.reason || 'unknown';
     });
+  }
+
+  get file(): GGUFFile {
+    return this.shared.file;
+  }
+
+  get config(): Gemma4Config {
+    return this.shared.config;
+  }
+
+  /** Identifies the model (shapes, dtypes and a fingerprint of its norm weights) in snapshots. */
+  get layoutHash(): Uint8Array {
+    return this.shared.layoutHash;
+  }
+
+  private get device(): GPUDevice {
+    return this.shared.device;
+  }
+
+  private get ple(): PleRows | null {
+    return this.shared.ple;
   }
 
   static async load(device: GPUDevice, source: ByteSource, options: LoadModelOptions = {}): Promise<Gemma4Model> {
@@ -70,30 +115,49 @@ export class Gemma4Model {
     const tensors = resolveTensors(file, config);
     const weights = await GpuWeights.upload(device, source, tensors, { signal: options.signal, onProgress: options.onProgress });
     try {
-      const contextSize = options.contextSize ?? Math.min(config.contextLength, DEFAULT_CONTEXT);
-      const maxTokens = Math.min(options.prefillChunk ?? DEFAULT_PREFILL_CHUNK, contextSize);
       const ropeFactors = tensors.ropeFreqs
         ? dequantize(tensors.ropeFreqs.type, await readTensorBytes(source, tensors.ropeFreqs), tensors.ropeFreqs.elementCount)
         : null;
-      device.pushErrorScope('out-of-memory');
-      let forward: GpuForward;
-      let oom: GPUError | null;
-      try {
-        forward = await GpuForward.create(device, config, tensors, weights, ropeFactors, { contextSize, maxTokens, allLogits: options.allLogits });
-      } finally {
-        oom = await device.popErrorScope();
-      }
-      if (oom) {
-        forward.destroy();
-        throw new RullamaError('oom', `the GPU ran out of memory for the KV cache and activations of a ${contextSize}-token context: try a smaller context`);
-      }
-      const ple = tensors.pleTokenEmbd ? new PleRows(source, tensors.pleTokenEmbd) : null;
-      const layoutHash = await modelLayoutHash(file, source, [tensors.outputNorm, tensors.layers[0]!.attnNorm]);
-      return new Gemma4Model(file, config, device, weights, forward, ple, layoutHash);
+      const shared: SharedModel = {
+        file, config, tensors, device, weights, ropeFactors,
+        ple: tensors.pleTokenEmbd ? new PleRows(source, tensors.pleTokenEmbd) : null,
+        pipelines: new PipelineCache(device),
+        layoutHash: await modelLayoutHash(file, source, [tensors.outputNorm, tensors.layers[0]!.attnNorm]),
+        sessions: 0,
+      };
+      return await Gemma4Model.session(shared, options);
     } catch (e) {
       weights.destroy();
       throw e;
     }
+  }
+
+  /** Another conversation on the same weights, with its own KV cache and activations. */
+  async newSession(options: SessionOptions = {}): Promise<Gemma4Model> {
+    this.checkDevice();
+    if (this.destroyed) throw new RullamaError('bad-argument', 'this model was destroyed');
+    return Gemma4Model.session(this.shared, options);
+  }
+
+  private static async session(shared: SharedModel, options: SessionOptions): Promise<Gemma4Model> {
+    const { device, config } = shared;
+    const contextSize = options.contextSize ?? Math.min(config.contextLength, DEFAULT_CONTEXT);
+    const maxTokens = Math.min(options.prefillChunk ?? DEFAULT_PREFILL_CHUNK, contextSize);
+    device.pushErrorScope('out-of-memory');
+    let forward: GpuForward;
+    let oom: GPUError | null;
+    try {
+      forward = await GpuForward.create(
+        device, config, shared.tensors, shared.weights, shared.ropeFactors, { contextSize, maxTokens, allLogits: options.allLogits }, shared.pipelines,
+      );
+    } finally {
+      oom = await device.popErrorScope();
+    }
+    if (oom) {
+      forward.destroy();
+      throw new RullamaError('oom', `the GPU ran out of memory for the KV cache and activations of a ${contextSize}-token context: try a smaller context`);
+    }
+    return new Gemma4Model(shared, forward);
   }
 
   get contextSize(): number {
@@ -115,9 +179,14 @@ export class Gemma4Model {
     return this.history;
   }
 
-  /** GPU bytes in use: weights, KV cache and activations. */
+  /** GPU bytes in use: the shared weights plus this session's KV cache and activations. */
   get gpuBytes(): number {
-    return this.weights.bytes + this.forward.bytes;
+    return this.shared.weights.bytes + this.forward.bytes;
+  }
+
+  /** GPU bytes of this session alone (KV cache and activations). */
+  get sessionBytes(): number {
+    return this.forward.bytes;
   }
 
   /** The GPU buffer whose row 0 holds the last fed token's logits (for a GPU sampler). */
@@ -192,11 +261,21 @@ export class Gemma4Model {
 
   /**
    * Feeds `tokens` and picks the next token from the last one's logits with the sampling
-   * options, the recent tokens (for penalties) and the uniform random number `r`.
+   * options, the recent tokens (for penalties) and the uniform random number `r`. The sampler runs
+   * on the GPU in the same submit as the forward pass: a token reads back 16 bytes.
    */
   async sampleNext(tokens: readonly number[], options: SamplingOptions, recent: readonly number[], r: number, signal?: AbortSignal): Promise<SampledToken> {
-    const [logits] = await this.feed(tokens, { signal });
-    return sampleToken(logits!, options, { next: () => r } as SeededRandom);
+    checkSamplingOptions(options, this.config.vocabSize); // fail before any GPU work
+    const sampler = (this.sampler ??= GpuSampler.create(this.device, this.shared.pipelines, { logits: this.forward.logits, vocabSize: this.config.vocabSize }));
+    let ticket = 0;
+    const gpu = await sampler;
+    await this.feed(tokens, { signal, logits: 'none', after: (encoder) => (ticket = gpu.encode(encoder, options, recent, r)) });
+    try {
+      const { id, logprob } = await gpu.read(ticket);
+      return { id, logprob };
+    } catch (e) {
+      throw await this.explain(e);
+    }
   }
 
   /** The whole generation state as bytes (see snapshot.ts): restore it with `loadState`. */
@@ -244,13 +323,17 @@ export class Gemma4Model {
     this.ringFloor = floor;
   }
 
-  /** Frees every GPU buffer of the model. */
+  /** Frees this session's GPU buffers, and the weights with the last session. */
   destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    void this.sampler?.then((s) => s.destroy(), () => {});
     this.forward.destroy();
-    this.weights.destroy();
+    if (--this.shared.sessions === 0) this.shared.weights.destroy();
   }
 
   private checkDevice(): void {
+    if (this.destroyed) throw new RullamaError('bad-argument', 'this model session was destroyed');
     if (this.lostReason !== null) throw new RullamaError('device-lost', `the GPU device was lost (${this.lostReason}): load the model again to continue`);
   }
 

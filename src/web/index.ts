@@ -1,0 +1,9 @@
+/** Browser and worker code that needs navigator.storage, OPFS or fetch (not part of the DOM-free core). */
+export {
+  cachedModel,
+  listCachedModels,
+  deleteCachedModel,
+  type CachedModelOptions,
+  type CachedModelProgress,
+  type CachedModelInfo,
+} from './model-cache.js';
