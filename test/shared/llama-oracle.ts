@@ -29,6 +29,8 @@ export interface OracleOptions {
   chunk?: number;
   /** CPU threads for llama.cpp. Default 2. */
   threads?: number;
+  /** LoRA adapter GGUFs to apply, each with its scale. */
+  lora?: { filePath: string; scale?: number }[];
 }
 
 /** Top-two summary of a distribution given as log-probabilities (or logits). */
@@ -69,10 +71,10 @@ export class LlamaOracle {
   ) {}
 
   static async load(llama: Llama, modelPath: string, options: OracleOptions = {}): Promise<LlamaOracle> {
-    const o: Required<OracleOptions> = { contextSize: 256, chunk: 8, threads: 2, ...options };
+    const o: Required<OracleOptions> = { contextSize: 256, chunk: 8, threads: 2, lora: [], ...options };
     const model = await llama.loadModel({ modelPath });
     try {
-      const context = await model.createContext({ contextSize: o.contextSize, batchSize: Math.max(o.chunk, 8), threads: o.threads, sequences: 1 });
+      const context = await model.createContext({ contextSize: o.contextSize, batchSize: Math.max(o.chunk, 8), threads: o.threads, sequences: 1, ...(o.lora.length ? { lora: { adapters: o.lora } } : {}) });
       return new LlamaOracle(model, context, context.getSequence(), o);
     } catch (e) {
       await model.dispose();

@@ -5,6 +5,7 @@ import type { GGUFFile, GGUFTensorInfo } from '../gguf/types.js';
 import { readGemma4Config, type Gemma4Config } from '../model/config.js';
 import { resolveTensors, type LayerTensors, type ModelTensors } from '../model/tensors.js';
 import { dequantize } from '../quant/dequant.js';
+import { checkAdapterFits, loraBaseName, loraScale, type LoraAdapter, type LoraTarget, type LoraTensor } from '../lora/adapter.js';
 import { add, gelu, matVec, rmsNorm, rope } from './math.js';
 
 type Weights<T> = { [K in keyof T]: T[K] extends GGUFTensorInfo ? Float32Array : T[K] extends GGUFTensorInfo | null ? Float32Array | null : never };
@@ -23,9 +24,12 @@ interface LayerCache {
 export class ReferenceModel {
   private caches = new Map<number, LayerCache>();
   private position = 0;
+  /** LoRA terms per base tensor name: each adds scale·B·(A·x). */
+  private lora = new Map<string, { tensor: LoraTensor; scale: number }[]>();
 
   private constructor(
     readonly config: Gemma4Config,
+    private readonly file: GGUFFile,
     private readonly source: ByteSource,
     private readonly tensors: ModelTensors,
     private readonly layers: Weights<LayerTensors>[],
@@ -50,6 +54,7 @@ export class ReferenceModel {
     }
     return new ReferenceModel(
       config,
+      gguf,
       source,
       tensors,
       layers,
@@ -59,6 +64,29 @@ export class ReferenceModel {
       await loadOptional(tensors.pleModelProj),
       await loadOptional(tensors.pleProjNorm),
     );
+  }
+
+  /** Applies these LoRA adapters (replacing any before), each at its scale; [] removes them. */
+  setAdapters(adapters: readonly { adapter: LoraAdapter; scale?: number }[]): void {
+    const lora = new Map<string, { tensor: LoraTensor; scale: number }[]>();
+    for (const { adapter, scale = 1 } of adapters) {
+      checkAdapterFits(adapter, this.file);
+      for (const tensor of adapter.tensors.values()) {
+        lora.set(tensor.base, [...(lora.get(tensor.base) ?? []), { tensor, scale: loraScale(adapter, tensor, scale) }]);
+      }
+    }
+    this.lora = lora;
+  }
+
+  /** y = W·x (rows outputs) plus the LoRA terms of the weight named `name`. */
+  private linear(name: string, w: Float32Array, x: Float64Array, rows: number): Float64Array {
+    const y = matVec(w, x, rows);
+    for (const { tensor, scale } of this.lora.get(name) ?? []) {
+      const ax = matVec(tensor.a, x, tensor.rank);
+      const bax = matVec(tensor.b, ax, rows);
+      for (let i = 0; i < rows; i++) y[i]! += scale * bax[i]!;
+    }
+    return y;
   }
 
   /** Forgets the conversation. */
@@ -103,16 +131,18 @@ export class ReferenceModel {
     for (const layer of c.layers) {
       const w = this.layers[layer.index]!;
       const hd = layer.headDim;
+      const lin = (target: LoraTarget, weight: Float32Array, input: Float64Array, rows: number) =>
+        this.linear(loraBaseName(layer.index, target), weight, input, rows);
       // §3.2 attention block.
       const x = rmsNorm(h, c.rmsEpsilon, w.attnNorm);
-      const q = rmsNorm(matVec(w.q, x, c.headCount * hd), c.rmsEpsilon, w.qNorm, hd);
+      const q = rmsNorm(lin('q', w.q, x, c.headCount * hd), c.rmsEpsilon, w.qNorm, hd);
       const factors = layer.sliding ? null : this.ropeFreqs;
       rope(q, hd, layer.ropeDims, p, layer.ropeBase, factors);
       if (layer.kvLayer === layer.index) {
         const kvWidth = layer.kvHeads * hd;
-        const k = rmsNorm(matVec(w.k!, x, kvWidth), c.rmsEpsilon, w.kNorm, hd);
+        const k = rmsNorm(lin('k', w.k!, x, kvWidth), c.rmsEpsilon, w.kNorm, hd);
         rope(k, hd, layer.ropeDims, p, layer.ropeBase, factors);
-        const v = rmsNorm(matVec(w.v!, x, kvWidth), c.rmsEpsilon, null, hd);
+        const v = rmsNorm(lin('v', w.v!, x, kvWidth), c.rmsEpsilon, null, hd);
         const cache = this.caches.get(layer.index) ?? { keys: [], values: [] };
         cache.keys.push(k);
         cache.values.push(v);
@@ -139,14 +169,14 @@ export class ReferenceModel {
           for (let i = 0; i < hd; i++) o[head * hd + i]! += weight * cache.values[j]![kvOff + i]!;
         }
       }
-      const a = matVec(w.attnOutput, o, d);
+      const a = lin('o', w.attnOutput, o, d);
       const h1 = add(h, rmsNorm(a, c.rmsEpsilon, w.postAttnNorm));
 
       // MLP block.
       const y = rmsNorm(h1, c.rmsEpsilon, w.ffnNorm);
-      const gate = matVec(w.gate, y, layer.ffnWidth);
-      const up = matVec(w.up, y, layer.ffnWidth);
-      const m = matVec(w.down, gate.map((g, i) => gelu(g) * up[i]!), d);
+      const gate = lin('gate', w.gate, y, layer.ffnWidth);
+      const up = lin('up', w.up, y, layer.ffnWidth);
+      const m = lin('down', w.down, gate.map((g, i) => gelu(g) * up[i]!), d);
       let h2 = add(h1, rmsNorm(m, c.rmsEpsilon, w.postFfnNorm));
 
       // Per-layer-embedding block.
