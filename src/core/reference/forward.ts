@@ -6,6 +6,7 @@ import { readGemma4Config, type Gemma4Config } from '../model/config.js';
 import { resolveTensors, type LayerTensors, type ModelTensors } from '../model/tensors.js';
 import { dequantize } from '../quant/dequant.js';
 import { checkAdapterFits, loraBaseName, loraScale, type LoraAdapter, type LoraTarget, type LoraTensor } from '../lora/adapter.js';
+import { loraLossAndGradients, type LoraParameter, type LossAndGradients, type ReferenceWeights } from './backward.js';
 import { add, gelu, matVec, rmsNorm, rope } from './math.js';
 
 type Weights<T> = { [K in keyof T]: T[K] extends GGUFTensorInfo ? Float32Array : T[K] extends GGUFTensorInfo | null ? Float32Array | null : never };
@@ -87,6 +88,21 @@ export class ReferenceModel {
       for (let i = 0; i < rows; i++) y[i]! += scale * bax[i]!;
     }
     return y;
+  }
+
+  /**
+   * Loss of one sequence (every position predicts the next token, or `labels`) and its exact
+   * gradients with respect to the given LoRA parameters, in float64 (see backward.ts).
+   */
+  async lossAndGradients(tokens: readonly number[], lora: readonly LoraParameter[], labels?: readonly number[]): Promise<LossAndGradients> {
+    const c = this.config;
+    for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new RullamaError('bad-token', `token id ${t} is outside the vocabulary`);
+    const pleRows = c.pleWidth > 0 ? await Promise.all(tokens.map((t) => this.row(this.tensors.pleTokenEmbd!, t))) : null;
+    const weights: ReferenceWeights = {
+      config: c, layers: this.layers, embedding: this.outputMatrix, outputNorm: this.outputNorm,
+      ropeFreqs: this.ropeFreqs, pleModelProj: this.pleModelProj, pleProjNorm: this.pleProjNorm,
+    };
+    return loraLossAndGradients(weights, tokens, pleRows, lora, labels);
   }
 
   /** Forgets the conversation. */
