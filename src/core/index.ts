@@ -9,6 +9,7 @@ export * from './tokenizer/index.js';
 export * from './chat/index.js';
 export * from './ollama/index.js';
 export * from './lora/index.js';
+export * from './train/index.js';
 export { openDevice, type OpenDeviceOptions, type OpenedDevice } from './gpu/device.js';
 export { readGemma4Config, type Gemma4Config, type LayerConfig } from './model/config.js';
 export { resolveTensors, type ModelTensors, type LayerTensors } from './model/tensors.js';
