@@ -1,6 +1,9 @@
 // The demo server: serves the repository (stories/, dist/) on localhost with HTTP Range support,
 // which is what the URL byte source uses to read GGUF files without downloading them whole.
+// Any path under /slow/ is the same file sent at about 4 MB/s (the loading story uses it to show
+// the progress bar as a real download would).
 import { createReadStream } from 'node:fs';
+import { Transform } from 'node:stream';
 import { stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { extname, join, normalize } from 'node:path';
@@ -10,9 +13,25 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const port = Number(process.env.PORT ?? 8000);
 const types = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css', '.json': 'application/json', '.map': 'application/json', '.png': 'image/png', '.svg': 'image/svg+xml' };
 
+const SLOW_BYTES_PER_SECOND = 4 * 2 ** 20;
+
+/** Passes chunks on at about `rate` bytes per second. */
+const throttle = (rate) =>
+  new Transform({
+    transform(chunk, _encoding, done) {
+      setTimeout(() => done(null, chunk), (chunk.length / rate) * 1000);
+    },
+  });
+
 export function startServer(listenPort = port) {
   const server = createServer(async (req, res) => {
-    const path = normalize(decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname));
+    let path = normalize(decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname));
+    const slow = path.startsWith('/slow/');
+    if (slow) path = path.slice('/slow'.length);
+    const send = (stream) => {
+      res.on('close', () => stream.destroy());
+      (slow ? stream.pipe(throttle(SLOW_BYTES_PER_SECOND)) : stream).pipe(res);
+    };
     if (path === '/' || path === '/index.html') {
       res.writeHead(302, { Location: '/stories/' });
       return res.end();
@@ -38,10 +57,10 @@ export function startServer(listenPort = port) {
           return res.end();
         }
         res.writeHead(206, { ...headers, 'Content-Range': `bytes ${start}-${end}/${info.size}`, 'Content-Length': end - start + 1 });
-        createReadStream(file, { start, end }).pipe(res);
+        send(createReadStream(file, { start, end }));
       } else {
         res.writeHead(200, { ...headers, 'Content-Length': info.size });
-        createReadStream(file).pipe(res);
+        send(createReadStream(file));
       }
     } catch {
       res.writeHead(404, { 'Content-Type': 'text/plain' });

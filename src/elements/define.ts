@@ -1,12 +1,18 @@
+import { RullamaChat } from './chat/chat.js';
 import { RullamaInspect } from './inspect/inspect.js';
+import { RullamaModel } from './model/model.js';
 
 /** Registers every rullama element under its tag (safe to call more than once). */
 export function defineElements(): void {
   if (!customElements.get('rullama-inspect')) customElements.define('rullama-inspect', RullamaInspect);
+  if (!customElements.get('rullama-model')) customElements.define('rullama-model', RullamaModel);
+  if (!customElements.get('rullama-chat')) customElements.define('rullama-chat', RullamaChat);
 }
 
 declare global {
   interface HTMLElementTagNameMap {
     'rullama-inspect': RullamaInspect;
+    'rullama-model': RullamaModel;
+    'rullama-chat': RullamaChat;
   }
 }

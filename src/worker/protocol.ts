@@ -1,0 +1,99 @@
+/**
+ * The messages between a page (src/client) and the engine worker (src/worker/host.ts). Only small
+ * things cross: ids, text, progress, stats; a model file crosses as a Blob or folder handle (a
+ * reference, not the bytes) and a state snapshot as a transferred ArrayBuffer.
+ *
+ * Every request carries an `id`; the worker answers with any number of `progress` / `token`
+ * replies and then exactly one `done` or `error` for that id. `cancel` aborts a running request
+ * (a load or a generation), which then ends with an `error` of code 'aborted'.
+ */
+import type { ChatMessage } from '../core/chat/index.js';
+import type { RullamaErrorCode } from '../core/errors.js';
+import type { ChatOptions, GenerationResult } from '../core/engine.js';
+import type { GenerateOptions, TokenEvent } from '../core/generate.js';
+
+/** Bumped when a message changes shape: the page and the worker must come from the same build. */
+export const PROTOCOL_VERSION = 1;
+
+/** Where the worker reads a model from. */
+export type SourceSpec =
+  /**
+   * An absolute URL: downloaded into the OPFS cache (resumable, verified against `sha256` when
+   * given) and read from there; with `cache: false`, or without OPFS, read with HTTP Range requests.
+   */
+  | { kind: 'url'; url: string; sha256?: string; cache?: boolean }
+  /** A File or Blob (a picked or dropped file; an OPFS file). */
+  | { kind: 'blob'; blob: Blob; name?: string }
+  /** A model in an Ollama models folder (a handle from showDirectoryPicker, or OPFS). */
+  | { kind: 'ollama'; directory: FileSystemDirectoryHandle; model: string; verify?: boolean };
+
+/** Load progress: the download cache's phases, then the engine's. */
+export interface LoadProgressDetail {
+  phase: 'check' | 'download' | 'verify' | 'cached' | 'open' | 'weights' | 'kernels' | 'ready';
+  /** Bytes done and in all for 'download', 'verify' and 'weights'; else 0 and 0. */
+  loaded: number;
+  total: number;
+  bytesPerSecond?: number;
+  secondsLeft?: number;
+}
+
+/** What `rullama-ready` tells about a loaded model. */
+export interface ModelInfo {
+  /** A label: the file name, the URL's last segment or the Ollama model name. */
+  name: string;
+  architecture: string;
+  layers: number;
+  width: number;
+  vocabSize: number;
+  /** The model's trained context length and the context this load uses. */
+  contextLength: number;
+  contextSize: number;
+  /** GPU bytes in use after loading (weights and the first KV cache). */
+  gpuBytes: number;
+}
+
+/** Chat options without the AbortSignal (cancel with a `cancel` message instead). */
+export type WireChatOptions = Omit<ChatOptions, 'signal'>;
+export type WireGenerateOptions = Omit<GenerateOptions, 'signal'>;
+
+export type WorkerRequest =
+  | { type: 'hello'; id: number; version: number }
+  | { type: 'load'; id: number; model: number; source: SourceSpec; contextSize?: number }
+  | { type: 'unload'; id: number; model: number }
+  | { type: 'open'; id: number; model: number; conversation: number; contextSize?: number }
+  | { type: 'close'; id: number; conversation: number }
+  | { type: 'chat'; id: number; conversation: number; messages: ChatMessage[]; options: WireChatOptions }
+  | { type: 'generate'; id: number; conversation: number; prompt: string | number[]; options: WireGenerateOptions }
+  | { type: 'reset'; id: number; conversation: number }
+  | { type: 'save'; id: number; conversation: number }
+  | { type: 'restore'; id: number; conversation: number; bytes: ArrayBuffer }
+  | { type: 'tokenize'; id: number; model: number; text: string }
+  | { type: 'cancel'; id: number; target: number };
+
+export interface WireError {
+  code: RullamaErrorCode | 'unknown';
+  message: string;
+}
+
+export type WorkerReply =
+  | { type: 'progress'; id: number; progress: LoadProgressDetail }
+  | { type: 'token'; id: number; token: TokenEvent }
+  | { type: 'done'; id: number; value?: unknown }
+  | { type: 'error'; id: number; error: WireError };
+
+/** What a finished generation answers (`done.value` of chat/generate). */
+export type WireGenerationResult = GenerationResult;
+
+/** The part of a Worker, a DedicatedWorkerGlobalScope or a MessagePort the two sides use. */
+export interface Endpoint {
+  postMessage(message: unknown, transfer?: Transferable[]): void;
+  addEventListener(type: 'message', listener: (event: MessageEvent) => void): void;
+}
+
+export function toWireError(error: unknown): WireError {
+  const e = error as { code?: RullamaErrorCode; message?: string; name?: string } | undefined;
+  if (e?.code) return { code: e.code, message: e.message ?? String(error) };
+  if (e?.name === 'AbortError') return { code: 'aborted', message: e.message ?? 'the operation was cancelled' };
+  if (e?.name === 'QuotaExceededError') return { code: 'io', message: `not enough storage space: ${e.message ?? ''}` };
+  return { code: 'unknown', message: e?.message ?? String(error) };
+}

@@ -1,0 +1,119 @@
+import { expect } from '@open-wc/testing';
+import { RullamaClient } from '../../src/client/client.js';
+import { BOS_TEXT, renderChat } from '../../src/core/chat/index.js';
+import type { LoadProgressDetail } from '../../src/worker/protocol.js';
+
+// Written by scripts/test-fixtures.ts before the browser suite runs; served with HTTP Range.
+const MODEL = '/test-output/fixtures/tiny-e2b.gguf';
+const ASK = [{ role: 'user' as const, content: 'Name three colours of the sea.' }];
+
+async function rejection(p: Promise<unknown>): Promise<{ code?: string; message: string }> {
+  try {
+    await p;
+  } catch (e) {
+    return e as { code?: string; message: string };
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('the engine worker (RullamaClient)', () => {
+  it('loads a model in the worker, streams tokens, shares the weights between conversations and frees them on the last release', async () => {
+    const client = new RullamaClient();
+    try {
+      const phases: string[] = [];
+      const a = client.acquire(MODEL, { contextSize: 64 });
+      a.onProgress((p: LoadProgressDetail) => {
+        if (phases[phases.length - 1] !== p.phase) phases.push(p.phase);
+      });
+      const b = client.acquire(new URL(MODEL, location.href));
+      expect(client.loadedModels).to.deep.equal([{ key: `url:${new URL(MODEL, location.href).href}`, refs: 2, state: 'loading' }]);
+      const info = await a.ready;
+      expect(await b.ready).to.deep.equal(info);
+      expect(phases.slice(-5)).to.deep.equal(['cached', 'open', 'weights', 'kernels', 'ready']);
+      expect(info).to.include({ name: 'tiny-e2b.gguf', architecture: 'gemma4', contextSize: 64 });
+      expect(info.gpuBytes).to.be.above(1e6);
+
+      const one = await a.openConversation();
+      const two = await b.openConversation({ contextSize: 48 });
+      expect([one.contextSize, two.contextSize]).to.deep.equal([64, 48]);
+      const tokens: string[] = [];
+      const g = one.chat(ASK, { maxTokens: 3, temperature: 0.8, seed: 7 });
+      for await (const t of g) tokens.push(t.text);
+      const first = await g.result;
+      expect(first.tokens).to.have.length(3);
+      expect(tokens.join('')).to.equal(first.text);
+      expect(first.stats.prefilledTokens).to.equal(first.stats.promptTokens);
+
+      // The other conversation, same seed: the same answer, computed in its own KV cache.
+      const second = await two.chat(ASK, { maxTokens: 3, temperature: 0.8, seed: 7 }).result;
+      expect(second.tokens).to.deep.equal(first.tokens);
+      // The first conversation's cache was untouched: asking again reuses all but one token.
+      const again = await one.chat(ASK, { maxTokens: 3, temperature: 0.8, seed: 7 }).result;
+      expect(again.tokens).to.deep.equal(first.tokens);
+      expect(again.stats.reusedTokens).to.equal(again.stats.promptTokens - 1);
+
+      // A snapshot crosses as bytes and restores into another conversation of the same size.
+      const state = await one.saveState();
+      expect(state.byteLength).to.be.above(100);
+      // `one` holds the prompt and the first two answer tokens (the third was never fed).
+      const fed = [...(await a.tokenize(renderChat(ASK).slice(BOS_TEXT.length))), ...again.tokens.slice(0, 2)];
+      expect(fed.length).to.equal(again.stats.promptTokens + 2);
+      const three = await b.openConversation();
+      await three.loadState(state);
+      const next = [...fed, again.tokens[2]!];
+      const resumed = await three.generate(next, { maxTokens: 2, temperature: 0.8, seed: 5 }).result;
+      expect(resumed.stats.reusedTokens).to.equal(fed.length);
+      expect(resumed.stats.prefilledTokens).to.equal(1);
+      expect(resumed.tokens).to.deep.equal((await one.generate(next, { maxTokens: 2, temperature: 0.8, seed: 5 }).result).tokens);
+
+      expect(await a.tokenize('hello world')).to.deep.equal([2, 23391, 1902]);
+      a.release();
+      expect(client.loadedModels[0]!.refs).to.equal(1);
+      b.release();
+      expect(client.loadedModels).to.deep.equal([]);
+      expect((await rejection(one.chat(ASK, { maxTokens: 1 }).result)).code).to.equal('bad-argument');
+    } finally {
+      client.terminate();
+    }
+  });
+
+  it('cancels a load and a generation from the page', async () => {
+    const client = new RullamaClient();
+    try {
+      const loading = client.acquire(MODEL, { contextSize: 64 });
+      const failed = rejection(loading.ready);
+      loading.release();
+      expect((await failed).code).to.equal('aborted');
+
+      // The file is in the OPFS cache now: no request, straight to the GPU.
+      const ref = client.acquire(MODEL, { contextSize: 64 });
+      const phases: string[] = [];
+      ref.onProgress((p) => phases[phases.length - 1] !== p.phase && phases.push(p.phase));
+      const conversation = await ref.openConversation();
+      expect(phases).to.deep.equal(['cached', 'open', 'weights', 'kernels', 'ready']);
+      const controller = new AbortController();
+      const g = conversation.chat(ASK, { maxTokens: 50, signal: controller.signal });
+      let n = 0;
+      const error = await rejection(
+        (async () => {
+          for await (const _ of g) if (++n === 1) controller.abort();
+        })(),
+      );
+      expect(error.code).to.equal('aborted');
+      expect(n).to.be.below(4);
+      // Still usable.
+      expect((await conversation.chat(ASK, { maxTokens: 2 }).result).tokens).to.have.length(2);
+      ref.release();
+    } finally {
+      client.terminate();
+    }
+  });
+
+  it('reports a worker that cannot be loaded as an io error', async () => {
+    const client = new RullamaClient({ workerUrl: '/no/such/worker.js' });
+    const ref = client.acquire(MODEL);
+    const error = await rejection(ref.ready);
+    expect(error.code).to.equal('io');
+    expect(error.message).to.match(/worker/);
+  });
+});
