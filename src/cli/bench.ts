@@ -1,8 +1,14 @@
 // `rullama bench`: load time, prefill and decode speed, time to first token and GPU memory of the
-// engine on one model, as one JSON object (the benchmark record's format).
+// engine on one model, as one JSON object (the benchmark record's format). With --long-tokens N
+// (default 4096, 0 to skip) it also prefills an N-token prompt and decodes after it (decode at long
+// context). CPU time per token in JavaScript: recording + submitting the forward chain and
+// fetching per-layer-embedding rows, per forward call. The per-kernel GPU breakdown (timestamp
+// queries) is in bench/e2b.ts, which drives the forward pass directly.
 import { parseArgs } from 'node:util';
 import { Engine } from '../core/engine.js';
 import { nodeFileSource } from '../core/gguf/node-source.js';
+import { forwardCpu } from '../core/model/gpu-forward.js';
+import { pleCpu } from '../core/model/ple-rows.js';
 import { openNodeDevice } from './gpu.js';
 
 const PASSAGE =
@@ -21,6 +27,7 @@ export async function bench(args: string[]): Promise<unknown> {
     options: {
       model: { type: 'string' }, 'prompt-tokens': { type: 'string', default: '512' }, 'gen-tokens': { type: 'string', default: '128' },
       runs: { type: 'string', default: '5' }, 'prefill-chunk': { type: 'string' }, json: { type: 'boolean' },
+      'long-tokens': { type: 'string', default: '4096' },
     },
   });
   if (!values.model) throw new BenchUsageError('bench needs --model');
@@ -29,27 +36,36 @@ export async function bench(args: string[]): Promise<unknown> {
     if (!Number.isInteger(v) || v! < 1) throw new BenchUsageError(`--${k} must be a positive integer`);
   }
   const chunk = values['prefill-chunk'] ? Number(values['prefill-chunk']) : undefined;
+  const longTokens = Number(values['long-tokens']);
+  if (!Number.isInteger(longTokens) || longTokens < 0) throw new BenchUsageError('--long-tokens must be a non-negative integer');
   const { device, description } = await openNodeDevice();
   const source = await nodeFileSource(values.model);
   try {
     const t0 = performance.now();
-    const engine = await Engine.load(source, { device, contextSize: promptTokens! + genTokens! + 1, prefillChunk: chunk });
+    const engine = await Engine.load(source, { device, contextSize: Math.max(promptTokens!, longTokens) + genTokens! + 1, prefillChunk: chunk });
     const loadMs = performance.now() - t0;
-    let prompt = engine.tokenize(PASSAGE);
-    while (prompt.length < promptTokens!) prompt = [...prompt, ...engine.tokenize(PASSAGE, { addBos: false })];
-    prompt = prompt.slice(0, promptTokens);
-    const prefill: number[] = [];
-    const decode: number[] = [];
-    const ttft: number[] = [];
-    // One warm-up run (pipeline creation, first-use costs), then the timed runs from an empty cache.
-    for (let r = 0; r <= runs!; r++) {
-      engine.reset();
-      const { stats } = await engine.generate(prompt, { maxTokens: genTokens }).result;
-      if (r === 0) continue;
-      prefill.push(round(stats.prefillTokensPerSecond));
-      decode.push(round(stats.decodeTokensPerSecond));
-      ttft.push(round(stats.timeToFirstTokenMs));
-    }
+    let text = engine.tokenize(PASSAGE);
+    while (text.length < Math.max(promptTokens!, longTokens)) text = [...text, ...engine.tokenize(PASSAGE, { addBos: false })];
+    const measure = async (n: number) => {
+      const prompt = text.slice(0, n);
+      const m = { prefill: [] as number[], decode: [] as number[], ttft: [] as number[], recordMs: [] as number[], pleMs: [] as number[] };
+      // One warm-up run (pipeline creation, first-use costs), then the timed runs from an empty cache.
+      for (let r = 0; r <= runs!; r++) {
+        engine.reset();
+        const [c0, n0, p0] = [forwardCpu.ms, forwardCpu.calls, pleCpu.ms];
+        const { stats } = await engine.generate(prompt, { maxTokens: genTokens }).result;
+        if (r === 0) continue;
+        m.prefill.push(round(stats.prefillTokensPerSecond));
+        m.decode.push(round(stats.decodeTokensPerSecond));
+        m.ttft.push(round(stats.timeToFirstTokenMs));
+        m.recordMs.push(Math.round(((forwardCpu.ms - c0) / (forwardCpu.calls - n0)) * 1000) / 1000);
+        m.pleMs.push(Math.round(((pleCpu.ms - p0) / (forwardCpu.calls - n0)) * 1000) / 1000);
+      }
+      return m;
+    };
+    const main = await measure(promptTokens!);
+    const { prefill, decode, ttft } = main;
+    const long = longTokens > 0 ? await measure(longTokens) : null;
     const result = {
       prefill_tok_s: median(prefill),
       decode_tok_s: median(decode),
@@ -61,6 +77,18 @@ export async function bench(args: string[]): Promise<unknown> {
       gen_tokens: genTokens,
       prefill_chunk: engine.model.prefillChunk,
       detail: { prefill_tok_s: summary(prefill), decode_tok_s: summary(decode), ttft_ms: summary(ttft) },
+      cpu_ms_per_token: { record_submit: summary(main.recordMs), ple_rows: summary(main.pleMs) },
+      ...(long
+        ? {
+            long_tokens: longTokens,
+            prefill_long_tok_s: median(long.prefill),
+            decode_long_tok_s: median(long.decode),
+            long: {
+              prefill_tok_s: summary(long.prefill), decode_tok_s: summary(long.decode), ttft_ms: summary(long.ttft),
+              cpu_ms_per_token: { record_submit: summary(long.recordMs), ple_rows: summary(long.pleMs) },
+            },
+          }
+        : {}),
     };
     await engine.dispose();
     return result;

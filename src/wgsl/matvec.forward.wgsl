@@ -9,15 +9,24 @@
 //   x       f32 activations, read as vec4 (x_offset is a multiple of 4 elements; cols of 32)
 //   y       f32 outputs; y_offset lets a row tile of a large matrix write its slice of a shared y
 //
-// Work split: a workgroup of LANES_PER_ROW x ROWS_PER_WG threads computes ROWS_PER_WG rows. The
+// Epilogue (params.epilogue, see gelu.wgsl; a uniform, not an override, so that no extra
+// pipelines are compiled): 0 y = acc; 1 y = gelu_tanh(aux[aux_offset + r]) * acc (the
+// up projection times the activated gate: gate, up and the GELU product of an MLP in two
+// dispatches instead of three); 2 y = gelu_tanh(acc) * aux[aux_offset + r] (Gemma 4's per-layer
+// input gate times its per-layer input).
+//
+// Work split: a workgroup of WG_SIZE threads computes ROWS_PER_WG = WG_SIZE / LANES_PER_ROW rows
+// (LANES_PER_ROW = 32 by default; 128 for long rows, so a short, wide matrix still spreads over
+// enough workgroups and each thread's loop stays short). The
 // lanes of a row walk its 8-value groups with stride LANES_PER_ROW (neighbouring lanes read
 // neighbouring bytes), each accumulating scale * dot(q, x) + bias * sum(x) in f32; a shared-
 // memory tree then sums the lanes. Workgroups are numbered x-fastest over a 2-D dispatch, so more
 // than 65,535 of them fit; extra threads (rows past `rows`) take part in the barriers only.
 
-const LANES_PER_ROW: u32 = 32u;
-const ROWS_PER_WG: u32 = 8u;
-const WG_SIZE: u32 = LANES_PER_ROW * ROWS_PER_WG;
+override LANES_PER_ROW: u32 = 32u;
+const WG_SIZE: u32 = 256u;
+const ROWS_PER_WG: u32 = 8u;          // with the default LANES_PER_ROW (linear.ts reads this)
+override ROWS: u32 = WG_SIZE / LANES_PER_ROW;
 const GROUPS_PER_BLOCK: u32 = W_BLOCK_VALUES / 8u;
 
 struct Params {
@@ -26,22 +35,26 @@ struct Params {
   first_row: u32,   // row of `weight` that is output row 0
   x_offset: u32,    // elements, a multiple of 4
   y_offset: u32,    // elements
+  aux_offset: u32,  // elements (epilogue 1, 2)
+  epilogue: u32,    // see gelu.wgsl
 }
 
 @group(0) @binding(0) var<storage, read> weight: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
+@group(0) @binding(4) var<storage, read> aux: array<f32>;
 
 var<workgroup> partial: array<f32, WG_SIZE>;
 
-@compute @workgroup_size(LANES_PER_ROW, ROWS_PER_WG)
+@compute @workgroup_size(WG_SIZE)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_id) lid: vec3<u32>,
+  @builtin(local_invocation_index) li: u32,
 ) {
-  let row = (wid.x + wid.y * nwg.x) * ROWS_PER_WG + lid.y;
+  let lid = vec2<u32>(li % LANES_PER_ROW, li / LANES_PER_ROW);
+  let row = (wid.x + wid.y * nwg.x) * ROWS + lid.y;
   var acc = 0.0;
   if (row < params.rows) {
     let groups = params.cols / 8u;
@@ -64,6 +77,6 @@ fn main(
     workgroupBarrier();
   }
   if (lid.x == 0u && row < params.rows) {
-    y[params.y_offset + row] = partial[slot];
+    y[params.y_offset + row] = matvec_epilogue(partial[slot], row);
   }
 }

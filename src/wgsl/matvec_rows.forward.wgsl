@@ -15,12 +15,15 @@ struct Params {
   first_row: u32,
   x_offset: u32,    // elements, a multiple of 4
   y_offset: u32,
+  aux_offset: u32,
+  epilogue: u32,
 }
 
 @group(0) @binding(0) var<storage, read> weight: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
+@group(0) @binding(4) var<storage, read> aux: array<f32>;
 
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
@@ -38,5 +41,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let x1 = x[xv + 2u * k + 1u];
     acc += w.scale * (dot(w.q0, x0) + dot(w.q1, x1)) + w.bias * dot(x0 + x1, vec4<f32>(1.0));
   }
-  y[params.y_offset + row] = acc;
+  y[params.y_offset + row] = matvec_epilogue(acc, row);
 }

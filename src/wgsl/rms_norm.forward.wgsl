@@ -15,6 +15,12 @@
 // offset and stride; the unused binding holds a placeholder. Each thread reads and writes the same
 // elements after the barrier that ends the sum, so this is race-free.
 //
+// Next norm (HAS_NEXT): the written values r (a residual stream) are normalised once more into a
+// second output, out2[out2_offset + t * out2_stride + (s % count) * size + i] = RMS(r) * w2[w2_offset + i],
+// with the same sum order as a separate rms_norm over `out`, so the result is the same to the bit.
+// Gemma 4 ends each block with h = (h + RMS(a) * w) * s and starts the next with x = RMS(h) * w':
+// one dispatch instead of two (or three with the layer scale).
+//
 // Work split: one workgroup per slice (x-fastest over a 2-D grid); its threads stride the slice,
 // then a shared-memory tree sums the squares.
 
@@ -22,6 +28,7 @@ override HAS_WEIGHT: bool = true;
 override HAS_RESIDUAL: bool = false;
 override X_IS_OUT: bool = false;
 override RESIDUAL_IS_OUT: bool = false;
+override HAS_NEXT: bool = false;
 
 const WG_SIZE: u32 = 128u;
 
@@ -35,6 +42,9 @@ struct Params {
   residual_stride: u32,
   out_offset: u32,
   out_stride: u32,
+  w2_offset: u32,
+  out2_offset: u32,
+  out2_stride: u32,
   eps: f32,
   x_scale: f32,
   residual_scale: f32,
@@ -51,6 +61,8 @@ struct Count {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<uniform> params: Params;
 @group(0) @binding(5) var<uniform> tokens: Count;
+@group(0) @binding(6) var<storage, read> w2: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out2: array<f32>;
 
 var<workgroup> partial: array<f32, WG_SIZE>;
 
@@ -99,6 +111,7 @@ fn main(
   }
   let inv = inverseSqrt(partial[0] / f32(params.size) + params.eps);
 
+  var acc2 = 0.0;
   for (var i = lid.x; i < params.size; i += WG_SIZE) {
     var v = load_x(xb + i) * params.x_scale * inv;
     if (HAS_WEIGHT) {
@@ -107,6 +120,26 @@ fn main(
     if (HAS_RESIDUAL) {
       v += load_residual(rb + i) * params.residual_scale;
     }
-    out[ob + i] = v * params.out_scale;
+    let r = v * params.out_scale;
+    out[ob + i] = r;
+    acc2 += r * r;
+  }
+  if (!HAS_NEXT) {
+    return;
+  }
+  // Every thread wrote the values it reads back below, so only the sum needs the barriers.
+  workgroupBarrier();
+  partial[lid.x] = acc2;
+  workgroupBarrier();
+  for (var stride = WG_SIZE / 2u; stride > 0u; stride >>= 1u) {
+    if (lid.x < stride) {
+      partial[lid.x] += partial[lid.x + stride];
+    }
+    workgroupBarrier();
+  }
+  let inv2 = inverseSqrt(partial[0] / f32(params.size) + params.eps);
+  let o2b = params.out2_offset + t * params.out2_stride + within;
+  for (var i = lid.x; i < params.size; i += WG_SIZE) {
+    out2[o2b + i] = out[ob + i] * inv2 * w2[params.w2_offset + i];
   }
 }

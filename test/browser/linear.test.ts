@@ -4,7 +4,7 @@ import { expect } from '@open-wc/testing';
 import { openDevice } from '../../src/core/gpu/device.js';
 import { LINEAR_TYPES, LinearKernels } from '../../src/core/gpu/linear.js';
 import { typeName } from '../../src/core/gguf/types.js';
-import { badBindingCodes, brokenShaderMessage, checkLinearType, LINEAR_TOLERANCE } from '../shared/linear-case.js';
+import { badBindingCodes, brokenShaderMessage, checkLinearType, checkMatVecVariants, LINEAR_TOLERANCE, MATVEC_VARIANT_TYPES } from '../shared/linear-case.js';
 
 describe('linear kernels in Chromium', () => {
   let device: GPUDevice;
@@ -23,6 +23,16 @@ describe('linear kernels in Chromium', () => {
   for (const type of LINEAR_TYPES) {
     it(`${typeName(type)} matvec and matmul match the CPU`, async () => {
       const checks = await checkLinearType(kernels, type);
+      for (const c of checks) {
+        expect(c.maxRelErr, `${typeName(type)} ${c.name}`).to.be.at.most(LINEAR_TOLERANCE);
+        expect(c.untouched, `${typeName(type)} ${c.name} wrote outside its outputs`).to.equal(true);
+      }
+    });
+  }
+
+  for (const type of MATVEC_VARIANT_TYPES) {
+    it(`${typeName(type)} matvec long rows and GELU epilogues match the CPU`, async () => {
+      const checks = await checkMatVecVariants(kernels, type);
       for (const c of checks) {
         expect(c.maxRelErr, `${typeName(type)} ${c.name}`).to.be.at.most(LINEAR_TOLERANCE);
         expect(c.untouched, `${typeName(type)} ${c.name} wrote outside its outputs`).to.equal(true);

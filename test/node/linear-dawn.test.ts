@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { LINEAR_TYPES, LinearKernels } from '../../src/core/gpu/linear.js';
 import { typeName } from '../../src/core/gguf/types.js';
 import { openDawnDevice } from '../shared/dawn.js';
-import { badBindingCodes, brokenShaderMessage, checkLinearType, LINEAR_TOLERANCE } from '../shared/linear-case.js';
+import { badBindingCodes, brokenShaderMessage, checkLinearType, checkMatVecVariants, LINEAR_TOLERANCE, MATVEC_VARIANT_TYPES } from '../shared/linear-case.js';
 
 describe('linear kernels on Dawn', () => {
   let device: GPUDevice;
@@ -30,6 +30,14 @@ describe('linear kernels on Dawn', () => {
       for (const c of checks) {
         assert.ok(c.maxRelErr <= LINEAR_TOLERANCE && c.untouched, `${typeName(type)} on ${adapter}:\n  ${report}`);
       }
+    });
+  }
+
+  for (const type of MATVEC_VARIANT_TYPES) {
+    it(`${typeName(type)} matvec long rows and GELU epilogues match the CPU`, async () => {
+      const checks = await checkMatVecVariants(kernels, type);
+      const report = checks.map((c) => `${c.name}: ${c.maxRelErr.toExponential(2)}${c.untouched ? '' : ' (wrote outside its outputs)'}`).join('\n  ');
+      for (const c of checks) assert.ok(c.maxRelErr <= LINEAR_TOLERANCE && c.untouched, `${typeName(type)} on ${adapter}:\n  ${report}`);
     });
   }
 

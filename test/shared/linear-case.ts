@@ -221,6 +221,79 @@ export async function checkLinearType(kernels: LinearKernels, type: GGMLType): P
   }
 }
 
+
+function geluF64(x: number): number {
+  const u = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+  return x / (1 + Math.exp(-2 * u));
+}
+
+/** Dtypes {@link checkMatVecVariants} runs on (the E2B weights' and a 32-block one). */
+export const MATVEC_VARIANT_TYPES: readonly GGMLType[] = [GGMLType.Q4_K, GGMLType.Q6_K, GGMLType.Q8_0];
+
+/**
+ * The matvec variants of the decode chain: long rows (128 threads a row), short rows (one thread a
+ * row) and the GELU epilogues of both kernels (y = gelu(aux)·Wx, y = gelu(Wx)·aux) against float64.
+ * Errors are relative to Σ|w·x| times the factor's size, as for the plain matvec.
+ */
+export async function checkMatVecVariants(kernels: LinearKernels, type: GGMLType): Promise<LinearCheck[]> {
+  const { device } = kernels;
+  const block = GGML_TYPES.get(type)!.blockSize;
+  const checks: LinearCheck[] = [];
+  const owned: GPUBuffer[] = [];
+  const dispatches: Dispatch[] = [];
+  const own = <T extends GPUBuffer>(b: T): T => (owned.push(b), b);
+  const keep = (d: Dispatch): Dispatch => (dispatches.push(d), d);
+  try {
+    // Long rows: 4096 values (the 128-lane path), 5 rows.
+    {
+      const m = makeMatrix(type, 5, 4096, 51 + type);
+      const x = seededNormals(4096, 52);
+      const y = own(sentinelBuffer(device, 8, 'y long'));
+      const d = keep(await kernels.bindMatVec({ weight: own(uploadWeight(device, type, m.bytes, 'long')), type, rows: 5, cols: 4096, x: own(uploadStorage(device, x, 'x long')), y }));
+      submit(device, (pass) => d.encode(pass));
+      const got = await readF32(device, y, 8);
+      checks.push({ name: 'matvec 5x4096 (long rows)', maxRelErr: relErr(m, x, 1, got, {}), untouched: sentinelsKept(got, (j) => j < 5) });
+    }
+    // Epilogues on the workgroup-per-rows kernel (cols 768 or 160) and the thread-per-row one (cols ≤ 256).
+    for (const cols of [block === 256 ? 768 : 320, block === 256 ? 256 : 64]) {
+      const rows = 37;
+      const m = makeMatrix(type, rows, cols, 61 + type + cols);
+      const x = seededNormals(cols, 62);
+      const aux = seededNormals(rows + 3, 63, 1.5);
+      const xBuf = own(uploadStorage(device, x, 'x'));
+      const auxBuf = own(uploadStorage(device, aux, 'aux'));
+      const weight = own(uploadWeight(device, type, m.bytes, 'w'));
+      for (const epilogue of ['gelu-aux-times', 'gelu-times-aux'] as const) {
+        const y = own(sentinelBuffer(device, rows + 2, 'y'));
+        const d = keep(await kernels.bindMatVec({ weight, type, rows, cols, x: xBuf, y, epilogue, aux: auxBuf, auxOffset: 3 }));
+        submit(device, (pass) => d.encode(pass));
+        const got = await readF32(device, y, rows + 2);
+        let worst = 0;
+        for (let r = 0; r < rows; r++) {
+          let acc = 0;
+          let scale = 0;
+          for (let c = 0; c < cols; c++) {
+            const p = m.values[r * cols + c]! * x[c]!;
+            acc += p;
+            scale += Math.abs(p);
+          }
+          const a = aux[3 + r]!;
+          const exact = epilogue === 'gelu-aux-times' ? geluF64(a) * acc : geluF64(acc) * a;
+          // gelu' is at most ~1.13; the factor's size bounds how the product's error grows.
+          const bound = (epilogue === 'gelu-aux-times' ? Math.abs(geluF64(a)) : 1.13 * Math.abs(a)) * scale + 1e-30;
+          const err = Math.abs(got[r]! - exact) / bound;
+          worst = Math.max(worst, Number.isNaN(err) ? Infinity : err);
+        }
+        checks.push({ name: `matvec ${rows}x${cols} epilogue ${epilogue}`, maxRelErr: worst, untouched: sentinelsKept(got, (j) => j < rows) });
+      }
+    }
+    return checks;
+  } finally {
+    for (const d of dispatches) d.destroy();
+    for (const b of owned) b.destroy();
+  }
+}
+
 /** The message of the error a broken shader produces through the pipeline cache ('' if none). */
 export async function brokenShaderMessage(device: GPUDevice): Promise<{ message: string; isCompileError: boolean; part: string; line: number }> {
   const cache = new PipelineCache(device);

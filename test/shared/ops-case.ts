@@ -615,9 +615,68 @@ export async function badOpBindingCodes(ops: OpKernels): Promise<string[]> {
 
 export const BAD_BINDING_CODES = ['bad-argument', 'none', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument', 'unsupported'];
 
+
+// The fused end of a Gemma 4 block: h' = (h + RMS(a)·w)·s and x = RMS(h')·w2 in one dispatch,
+// against the two separate rms_norm dispatches (must agree to the bit) and float64.
+async function checkRmsNormNext(ops: OpKernels): Promise<OpCheck[]> {
+  return withBench(ops, async (b) => {
+    const eps = 1e-6;
+    for (const width of [96, 200]) {
+      const s = 0.73;
+      const h = seededNormals(MAX_T * width, 11 + width, 3);
+      const a = seededNormals(MAX_T * width, 12, 0.7);
+      const w = seededNormals(width, 13, 0.3).map((v) => 1 + v);
+      const w2 = seededNormals(width, 14, 0.3).map((v) => 1 + v);
+      const aBuf = b.upload(a);
+      const wBuf = b.upload(w);
+      const w2Buf = b.upload(w2);
+      const hFused = b.upload(h);
+      const hPlain = b.upload(h);
+      const xOffset = 5;
+      const xLen = xOffset + MAX_T * width;
+      const xFused = b.sentinels(xLen);
+      const xPlain = b.sentinels(xLen);
+      const fused = await b.keep(ops.bindRmsNorm({
+        size: width, x: aBuf, weight: wBuf, residual: hFused, out: hFused, outScale: s, eps, maxTokens: MAX_T,
+        next: { weight: w2Buf, out: xFused, outOffset: xOffset },
+      }));
+      const first = await b.keep(ops.bindRmsNorm({ size: width, x: aBuf, weight: wBuf, residual: hPlain, out: hPlain, outScale: s, eps, maxTokens: MAX_T }));
+      const second = await b.keep(ops.bindRmsNorm({ size: width, x: hPlain, weight: w2Buf, out: xPlain, outOffset: xOffset, eps, maxTokens: MAX_T }));
+      for (const T of [MAX_T, 1]) {
+        b.write(hFused, h);
+        b.write(hPlain, h);
+        b.write(xFused, new Float32Array(xLen).fill(SENTINEL));
+        b.run((pass) => fused.encode(pass, T));
+        b.run((pass) => {
+          first.encode(pass, T);
+          second.encode(pass, T);
+        });
+        const [gh, gx, ph, px] = [await b.read(hFused, MAX_T * width), await b.read(xFused, xLen), await b.read(hPlain, MAX_T * width), await b.read(xPlain, xLen)];
+        let same = true;
+        for (let i = 0; i < MAX_T * width; i++) if (gh[i] !== ph[i] && !(i >= T * width && gh[i] === h[i])) same = false;
+        for (let i = 0; i < T * width; i++) if (gx[xOffset + i] !== px[xOffset + i]) same = false;
+        b.push(`rms_norm+next width ${width} T=${T}: fused equals two dispatches to the bit`, same ? 0 : Infinity, true);
+        let worst = 0;
+        for (let t = 0; t < T; t++) {
+          const n = rmsNorm(f64(a, t * width, width), eps, w);
+          const hn = new Float64Array(width);
+          for (let i = 0; i < width; i++) hn[i] = (h[t * width + i]! + n[i]!) * s;
+          const xn = rmsNorm(hn, eps, w2);
+          for (let i = 0; i < width; i++) {
+            worst = Math.max(worst, rel(gh[t * width + i]!, hn[i]!, Math.abs(h[t * width + i]! * s) + Math.abs(n[i]! * s)));
+            worst = Math.max(worst, rel(gx[xOffset + t * width + i]!, xn[i]!, Math.abs(xn[i]!) + 1e-3));
+          }
+        }
+        b.push(`rms_norm+next width ${width} T=${T} vs float64`, worst, sentinelsKept(gx, (i) => i >= xOffset && i < xOffset + T * width));
+      }
+    }
+  });
+}
+
 export const OP_CASES: readonly OpCase[] = [
   { name: 'embed gathers rows of F32, Q8_0 and Q6_K tables split in two tiles', run: checkEmbed },
   { name: 'rms_norm (whole, per head, unweighted, fused residual, in place) and ple_combine', run: checkRmsNorm },
+  { name: 'rms_norm with the next norm fused (h = (h + RMS(a)·w)·s, x = RMS(h)·w2)', run: checkRmsNormNext },
   { name: 'rope with and without frequency factors up to position 131006', run: checkRope },
   { name: 'kv_store and attention (sliding rings that wrap, global, GQA, splits)', run: checkAttention },
   { name: 'add, mul, gelu_mul, scale, softcap (strided and in place)', run: checkElementwise },

@@ -17,6 +17,7 @@
 import matmulSource from '../../wgsl/matmul.forward.wgsl';
 import matvecSource from '../../wgsl/matvec.forward.wgsl';
 import matvecRowsSource from '../../wgsl/matvec_rows.forward.wgsl';
+import geluSource from '../../wgsl/gelu.wgsl';
 import { RullamaError } from '../errors.js';
 import { GGML_TYPES, type GGMLType, typeName } from '../gguf/types.js';
 import { uploadStorage, uploadUniform } from './buffers.js';
@@ -33,6 +34,14 @@ export const MATVEC_ROWS_PER_WORKGROUP = wgslConst(matvecSource, 'ROWS_PER_WG');
 export const MATVEC_ROWS_WG_SIZE = wgslConst(matvecRowsSource, 'WG_SIZE');
 /** Rows of at most this many values go to the one-thread-per-row matvec. */
 export const MATVEC_SHORT_ROW = 256;
+/** Rows of at least this many values get 128 threads each instead of 32 (and 2 rows per workgroup). */
+export const MATVEC_LONG_ROW = 4096;
+const MATVEC_WG = 256;
+const GELU: ShaderPart = { name: 'gelu.wgsl', source: geluSource };
+
+/** What a matvec does with each output: nothing, or a GELU product with a second vector (`aux`). */
+export type MatVecEpilogue = 'none' | 'gelu-aux-times' | 'gelu-times-aux';
+const EPILOGUES: Record<MatVecEpilogue, number> = { none: 0, 'gelu-aux-times': 1, 'gelu-times-aux': 2 };
 /** Rows × tokens of y per matmul workgroup. */
 export const MATMUL_TILE_ROWS = wgslConst(matmulSource, 'TILE_ROWS');
 export const MATMUL_TILE_TOKENS = wgslConst(matmulSource, 'TILE_TOKENS');
@@ -101,6 +110,14 @@ export interface MatVecBinding {
   /** Elements into y where output row 0 goes (default 0); a row tile of a bigger matrix uses its first row. */
   yOffset?: number;
   label?: string;
+  /**
+   * Matvec only: 'gelu-aux-times' writes y[r] = gelu_tanh(aux[auxOffset + r])·(W·x)[r] (up times the
+   * activated gate), 'gelu-times-aux' y[r] = gelu_tanh((W·x)[r])·aux[auxOffset + r]; the same bits
+   * as a separate gelu_mul. aux must not be y.
+   */
+  epilogue?: MatVecEpilogue;
+  aux?: GPUBuffer;
+  auxOffset?: number;
 }
 
 export interface MatMulBinding extends MatVecBinding {
@@ -129,6 +146,8 @@ export class LinearKernels {
   private readonly matmulPipelineLayout: GPUPipelineLayout;
   /** The token counts a matmul binding selects with its dynamic offset. */
   private readonly counts: CountTable;
+  /** Bound as `aux` by a matvec without an epilogue. */
+  private readonly placeholder: GPUBuffer;
 
   constructor(readonly device: GPUDevice, options: LinearKernelsOptions = {}) {
     this.pipelines = options.pipelines ?? new PipelineCache(device);
@@ -138,7 +157,8 @@ export class LinearKernels {
       buffer: { type },
     });
     const common = [storage(0, 'read-only-storage'), storage(1, 'read-only-storage'), storage(2, 'storage'), storage(3, 'uniform')];
-    this.matvecLayout = device.createBindGroupLayout({ label: 'matvec', entries: common });
+    this.matvecLayout = device.createBindGroupLayout({ label: 'matvec', entries: [...common, storage(4, 'read-only-storage')] });
+    this.placeholder = device.createBuffer({ label: 'matvec aux placeholder', size: 16, usage: GPUBufferUsage.STORAGE });
     this.matmulLayout = device.createBindGroupLayout({
       label: 'matmul',
       entries: [...common, countLayoutEntry(4)],
@@ -154,7 +174,7 @@ export class LinearKernels {
   }
 
   /** The (cached) pipeline of an op for a dtype; rejects with ShaderCompileError if it does not compile. */
-  pipeline(op: 'matvec' | 'matvec_rows' | 'matmul', type: GGMLType): Promise<GPUComputePipeline> {
+  pipeline(op: 'matvec' | 'matvec_rows' | 'matmul', type: GGMLType, constants?: Record<string, number>): Promise<GPUComputePipeline> {
     const snippet = WEIGHT_SNIPPETS.get(type);
     if (!snippet) return Promise.reject(new RullamaError('unsupported', `linear layers over ${typeName(type)} weights are not supported`));
     const body: ShaderPart =
@@ -164,7 +184,8 @@ export class LinearKernels {
     return this.pipelines.get({
       name: op,
       dtype: typeName(type),
-      parts: [body, WEIGHTS_COMMON, snippet],
+      constants,
+      parts: op === 'matmul' ? [body, WEIGHTS_COMMON, snippet] : [body, GELU, WEIGHTS_COMMON, snippet],
       layout: op === 'matmul' ? this.matmulPipelineLayout : this.matvecPipelineLayout,
     });
   }
@@ -174,15 +195,28 @@ export class LinearKernels {
     const label = b.label ?? `matvec/${typeName(b.type)} ${b.rows}x${b.cols}`;
     const g = this.check(b, 1, b.cols, b.rows, label);
     const short = b.cols <= MATVEC_SHORT_ROW;
-    const pipeline = await this.pipeline(short ? 'matvec_rows' : 'matvec', b.type);
-    const params = uploadUniform(this.device, new Uint32Array([b.rows, b.cols, g.firstRow, g.xOffset, g.yOffset]), `${label} params`);
+    const lanes = b.cols >= MATVEC_LONG_ROW ? 128 : 32;
+    const epilogue = b.epilogue ?? 'none';
+    const auxOffset = b.auxOffset ?? 0;
+    if (epilogue !== 'none') {
+      if (!b.aux) throw new RullamaError('bad-argument', `${label}: the ${epilogue} epilogue needs an aux buffer`);
+      if (b.aux === b.y) throw new RullamaError('bad-argument', `${label}: aux must not be y`);
+      if (!Number.isSafeInteger(auxOffset) || auxOffset < 0 || b.aux.size < 4 * (auxOffset + b.rows)) {
+        throw new RullamaError('bad-argument', `${label}: aux has ${b.aux.size} bytes, ${4 * (auxOffset + b.rows)} are needed`);
+      }
+    }
+    const constants: Record<string, number> = {};
+    if (!short && lanes !== 32) constants.LANES_PER_ROW = lanes;
+    const pipeline = await this.pipeline(short ? 'matvec_rows' : 'matvec', b.type, constants);
+    const params = uploadUniform(this.device, new Uint32Array([b.rows, b.cols, g.firstRow, g.xOffset, g.yOffset, auxOffset, EPILOGUES[epilogue]]), `${label} params`);
+    const aux = epilogue === 'none' ? this.placeholder : b.aux!;
     const bindGroup = this.device.createBindGroup({
       label,
       layout: this.matvecLayout,
-      entries: [b.weight, b.x, b.y, params].map((buffer, binding) => ({ binding, resource: { buffer } })),
+      entries: [b.weight, b.x, b.y, params, aux].map((buffer, binding) => ({ binding, resource: { buffer } })),
     });
     // Workgroups are numbered x-fastest over a 2-D grid, so more than maxComputeWorkgroupsPerDimension fit.
-    const groups = Math.ceil(b.rows / (short ? MATVEC_ROWS_WG_SIZE : MATVEC_ROWS_PER_WORKGROUP));
+    const groups = Math.ceil(b.rows / (short ? MATVEC_ROWS_WG_SIZE : MATVEC_WG / lanes));
     const gx = Math.min(groups, this.device.limits.maxComputeWorkgroupsPerDimension);
     const gy = Math.ceil(groups / gx);
     return {
@@ -257,6 +291,7 @@ export class LinearKernels {
   /** Frees the token-count tables. Bindings made from this object stop working. */
   destroy(): void {
     this.counts.destroy();
+    this.placeholder.destroy();
   }
 
   /** Validates a binding's shape, offsets and buffer sizes; returns the defaulted offsets. */

@@ -5,7 +5,8 @@
  *
  *   embed       gather token rows of a (quantised) embedding table, one dispatch per row tile, × scale
  *   rms_norm    x·(mean(x²)+eps)^(-1/2)·w over slices (whole vectors, per-head q/k, unweighted v),
- *               optionally fused into out = residual + RMS(x)·w, in place where safe
+ *               optionally fused into out = residual + RMS(x)·w, in place where safe, and
+ *               followed in the same dispatch by a second norm of the result (`next`)
  *   ple_combine (RMS(proj·s, w) + e·sqrt(P))·2^(-1/2) per layer slice (the same kernel)
  *   rope        NeoX rotate-half, in place, angles pos·base^(-2j/dims)/factor[j]
  *   kv_store    append T tokens' K and V to a layer's (possibly ring) cache
@@ -165,6 +166,20 @@ export interface RmsNormBinding extends BlockBinding {
   /** Default size·count. */
   outStride?: number;
   eps: number;
+  /**
+   * A second norm of the result, fused: out2 = RMS(out)·w2 per slice, computed from the values
+   * just written to `out` (bitwise what a separate rms_norm over `out` gives). For the end of a
+   * Gemma 4 block, h = (h + RMS(a)·w)·s, followed by the next block's x = RMS(h)·w'.
+   */
+  next?: {
+    weight: GPUBuffer;
+    weightOffset?: number;
+    /** f32, a buffer other than x, residual and out. */
+    out: GPUBuffer;
+    outOffset?: number;
+    /** Default size·count. */
+    outStride?: number;
+  };
 }
 
 export interface PleCombineBinding extends BlockBinding {
@@ -374,6 +389,8 @@ export class OpKernels {
   private readonly layouts = new Map<string, Layout>();
   /** Bound in place of an operand a variant does not read (a binding must hold some buffer). */
   private readonly placeholder: GPUBuffer;
+  /** Bound in place of an output a variant does not write (apart from the read placeholder). */
+  private readonly placeholderOut: GPUBuffer;
   private readonly ropeTables = new Map<string, GPUBuffer>();
   private scratch: GPUBuffer | null = null;
   private readonly retired: GPUBuffer[] = [];
@@ -386,6 +403,7 @@ export class OpKernels {
     this.pipelines = pipelines;
     this.counts = new CountTable(device, 'op token counts');
     this.placeholder = device.createBuffer({ label: 'op placeholder', size: 16, usage: GPUBufferUsage.STORAGE });
+    this.placeholderOut = device.createBuffer({ label: 'op output placeholder', size: 16, usage: GPUBufferUsage.STORAGE });
     this.maxGroups = device.limits.maxComputeWorkgroupsPerDimension;
   }
 
@@ -393,6 +411,7 @@ export class OpKernels {
   destroy(): void {
     this.counts.destroy();
     this.placeholder.destroy();
+    this.placeholderOut.destroy();
     for (const b of this.ropeTables.values()) b.destroy();
     this.ropeTables.clear();
     this.scratch?.destroy();
@@ -487,21 +506,36 @@ export class OpKernels {
     const floats = [b.eps, b.xScale ?? 1, b.residualScale ?? 1, b.outScale ?? 1];
     if (!floats.every(Number.isFinite) || b.eps < 0) bad(label, 'eps and the scales must be finite (eps ≥ 0)');
     if (maxTokens * count > this.maxGroups ** 2) bad(label, `${maxTokens * count} slices need more workgroups than one dispatch allows`);
+    const next = b.next;
+    let out2 = { offset: 0, stride: 0 };
+    const w2Offset = next?.weightOffset ?? 0;
+    if (next) {
+      out2 = this.operand(label, 'next.out', next.out, next.outOffset, next.outStride, width, maxTokens);
+      if (next.out === b.out || next.out === b.x || next.out === b.residual || next.out === next.weight) bad(label, 'next.out must differ from x, residual, out and the weights');
+      if (!isIndex(w2Offset)) bad(label, `next.weightOffset must be a non-negative integer, not ${w2Offset}`);
+      this.checkStorage(label, 'next.weight', next.weight);
+      if (next.weight.size < 4 * (w2Offset + b.size)) bad(label, `next.weight has ${next.weight.size} bytes, ${4 * (w2Offset + b.size)} are needed`);
+      if (next.weight === b.out) bad(label, 'next.weight and out must be different buffers');
+    }
 
-    const layout = this.layout('rms_norm', ['read', 'read', 'read', 'write', 'uniform', 'count']);
+    const layout = this.layout('rms_norm', ['read', 'read', 'read', 'write', 'uniform', 'count', 'read', 'write']);
     const pipeline = await this.pipelines.get({
       name: 'rms_norm',
-      constants: { HAS_WEIGHT: b.weight ? 1 : 0, HAS_RESIDUAL: b.residual ? 1 : 0, X_IS_OUT: xIsOut ? 1 : 0, RESIDUAL_IS_OUT: residualIsOut ? 1 : 0 },
+      constants: { HAS_WEIGHT: b.weight ? 1 : 0, HAS_RESIDUAL: b.residual ? 1 : 0, X_IS_OUT: xIsOut ? 1 : 0, RESIDUAL_IS_OUT: residualIsOut ? 1 : 0, HAS_NEXT: next ? 1 : 0 },
       parts: [RMS_NORM],
       layout: layout.pipeline,
     });
     const params = this.params(
       label,
-      [b.size, count, x.offset, x.stride, weightOffset, res.offset, res.stride, out.offset, out.stride],
+      [b.size, count, x.offset, x.stride, weightOffset, res.offset, res.stride, out.offset, out.stride, w2Offset, out2.offset, out2.stride],
       floats,
     );
     const ph = this.placeholder;
-    const group = this.bindGroup(label, layout, [xIsOut ? ph : b.x, b.weight ?? ph, b.residual && !residualIsOut ? b.residual : ph, b.out, params], maxTokens);
+    const group = this.bindGroup(
+      label, layout,
+      [xIsOut ? ph : b.x, b.weight ?? ph, b.residual && !residualIsOut ? b.residual : ph, b.out, params],
+      maxTokens, undefined, 1, next ? [next.weight, next.out] : [ph, this.placeholderOut],
+    );
     return this.flatDispatch(label, maxTokens, pipeline, group, params, count, 1);
   }
 
@@ -790,10 +824,11 @@ export class OpKernels {
    * Entries 0..n-1 from `buffers`, then `countBindings` entries of the count table (each covering
    * counts up to `maxCount`), then the position uniform if any.
    */
-  private bindGroup(label: string, layout: Layout, buffers: readonly GPUBuffer[], maxCount: number, position?: GPUBuffer, countBindings = 1): GPUBindGroup {
+  private bindGroup(label: string, layout: Layout, buffers: readonly GPUBuffer[], maxCount: number, position?: GPUBuffer, countBindings = 1, more: readonly GPUBuffer[] = []): GPUBindGroup {
     const entries: GPUBindGroupEntry[] = buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
     for (let i = 0; i < countBindings; i++) entries.push(this.counts.entry(entries.length, maxCount));
     if (position) entries.push({ binding: entries.length, resource: { buffer: position, offset: 0, size: 16 } });
+    for (const buffer of more) entries.push({ binding: entries.length, resource: { buffer } });
     return this.device.createBindGroup({ label, layout: layout.group, entries });
   }
 

@@ -1,6 +1,6 @@
 import { RullamaError, throwIfAborted } from '../errors.js';
 import { checkBufferSize } from '../gpu/buffers.js';
-import { LinearKernels, type Dispatch } from '../gpu/linear.js';
+import { LinearKernels, type Dispatch, type MatVecEpilogue } from '../gpu/linear.js';
 import { OpKernels, PositionUniform } from '../gpu/ops.js';
 import { PipelineCache } from '../gpu/pipelines.js';
 import type { GGUFTensorInfo } from '../gguf/types.js';
@@ -16,7 +16,19 @@ interface BoundLinear {
 }
 
 /** One step of the chain: records its work for T tokens. */
-type Step = (pass: GPUComputePassEncoder, tokens: number) => void;
+interface Step {
+  readonly label: string;
+  encode(pass: GPUComputePassEncoder, tokens: number): void;
+}
+
+/** GPU time of one step of the chain (from {@link GpuForward.profile}). */
+export interface StepTime {
+  label: string;
+  ms: number;
+}
+
+/** CPU time spent in {@link GpuForward.run} (recording and submitting), for benchmarks. */
+export const forwardCpu = { ms: 0, calls: 0, prepareMs: 0 };
 
 export interface GpuForwardOptions {
   /** Context size: positions 0 … contextSize − 1. */
@@ -32,7 +44,11 @@ const f32 = 4;
 /**
  * The Gemma 4 forward pass on the GPU (spec §3) as a chain of bound kernels: every buffer, uniform
  * and bind group is made once here; a call writes the token ids, the per-layer token rows and the
- * start position, records the whole chain into one command encoder, and submits once.
+ * start position, records the whole chain into one command encoder (one compute pass), and submits
+ * once. A one-token step's chain is recorded ahead, while the GPU runs the step before (see
+ * `prepared`). Decode-only fusions: the MLP's and the per-layer input's GELU products sit in the
+ * up / inp_gate matvec epilogues; every layer ends with one rms_norm dispatch that also applies the
+ * layer scale and the next layer's input norm.
  *
  * Activation buffers (f32, row-major, one row per token of the block):
  *   h [T][d] residual stream     x [T][d] normed input         q/o [T][nq·hd]   k/v [T][nkv·hd]
@@ -52,6 +68,13 @@ export class GpuForward {
   private pleRows: GPUBuffer | null = null;
   /** The block's last row of h, copied to its own buffer before the last-token output steps. */
   private lastH!: { from: GPUBuffer; to: GPUBuffer; width: number };
+  /**
+   * The one-token chain (last-token logits) recorded ahead into an open encoder, right after the
+   * previous step was submitted, while the GPU runs it: the chain does not depend on the token
+   * (ids, PLE rows and the position are written to buffers with queue.writeBuffer before submit),
+   * so the next decode step only writes those, appends the sampler and submits.
+   */
+  private prepared: GPUCommandEncoder | null = null;
   logits!: GPUBuffer;
 
   private constructor(
@@ -108,7 +131,7 @@ export class GpuForward {
       one: await this.bind(this.linear.bindMatVec(common)),
       many: await this.bind(this.linear.bindMatMul({ ...common, tokens: this.options.maxTokens })),
     };
-    return (pass, tokens) => (tokens === 1 ? bound.one.encode(pass) : bound.many.encode(pass, tokens));
+    return { label, encode: (pass, tokens) => (tokens === 1 ? bound.one.encode(pass) : bound.many.encode(pass, tokens)) };
   }
 
   private async build(tensors: ModelTensors, weights: GpuWeights, ropeFactors: Float32Array | null): Promise<void> {
@@ -125,7 +148,7 @@ export class GpuForward {
     let steps: Step[] = [];
     this.groups = [steps];
     const add = (d: Dispatch): void => {
-      steps.push((pass, tokens) => d.encode(pass, tokens));
+      steps.push({ label: d.label, encode: (pass, tokens) => d.encode(pass, tokens) });
     };
 
     this.ids = this.buffer('ids', T);
@@ -159,17 +182,37 @@ export class GpuForward {
       })));
     }
 
+    // Each layer's output scale (one f32 on the GPU) is read once here and folded into the norm
+    // that ends the layer.
+    const layerScales = await this.readScalars(c.layers.map((l) => weights.single(tensors.layers[l.index]!.outputScale)));
+    const one = (d: Dispatch, many: Dispatch[], label: string): Step => ({
+      label,
+      encode: (pass, tokens) => {
+        if (tokens === 1) d.encode(pass, 1);
+        else for (const m of many) m.encode(pass, tokens);
+      },
+    });
+    const matmul = (info: GGUFTensorInfo, x: GPUBuffer, y: GPUBuffer, label: string) =>
+      this.bind(this.linear.bindMatMul({ weight: weights.single(info), type: info.type, rows: info.dims[1]!, cols: info.dims[0]!, x, y, label, tokens: T }));
+    const matvec = (info: GGUFTensorInfo, x: GPUBuffer, y: GPUBuffer, label: string, epilogue?: { kind: MatVecEpilogue; aux: GPUBuffer; auxOffset?: number }) =>
+      this.bind(this.linear.bindMatVec({
+        weight: weights.single(info), type: info.type, rows: info.dims[1]!, cols: info.dims[0]!, x, y, label,
+        epilogue: epilogue?.kind, aux: epilogue?.aux, auxOffset: epilogue?.auxOffset,
+      }));
+
+    // The first layer's input norm; every later one comes out of the norm that ends the layer before.
+    add(await this.bind(ops.bindRmsNorm({ maxTokens: T, size: d, x: h, weight: weights.single(tensors.layers[0]!.attnNorm), out: x, eps, label: 'layer0.attn_norm' })));
     for (const layer of c.layers) {
       const w = tensors.layers[layer.index]!;
       const hd = layer.headDim;
       const nq = c.headCount;
       const kvWidth = layer.kvHeads * hd;
       const tag = `layer${layer.index}`;
+      const nextNorm = layer.index + 1 < L ? { weight: weights.single(tensors.layers[layer.index + 1]!.attnNorm), out: x } : undefined;
       steps = [];
       this.groups.push(steps);
       const norm = (info: GGUFTensorInfo) => weights.single(info);
       // Attention block.
-      add(await this.bind(ops.bindRmsNorm({ maxTokens: T, size: d, x: h, weight: norm(w.attnNorm), out: x, eps, label: `${tag}.attn_norm` })));
       steps.push(await this.linearLayer(weights, w.q, x, q, `${tag}.attn_q`));
       add(await this.bind(ops.bindRmsNorm({ maxTokens: T, size: hd, count: nq, x: q, weight: norm(w.qNorm), out: q, eps, label: `${tag}.q_norm` })));
       const rope = {
@@ -194,28 +237,45 @@ export class GpuForward {
         position: this.position.buffer, label: `${tag}.attention`,
       })));
       steps.push(await this.linearLayer(weights, w.attnOutput, o, a, `${tag}.attn_output`));
-      add(await this.bind(ops.bindRmsNorm({ maxTokens: T, size: d, x: a, weight: norm(w.postAttnNorm), residual: h, out: h, eps, label: `${tag}.post_attention_norm` })));
-      // MLP block.
-      add(await this.bind(ops.bindRmsNorm({ maxTokens: T, size: d, x: h, weight: norm(w.ffnNorm), out: x, eps, label: `${tag}.ffn_norm` })));
+      // h = h + RMS(a)·w, and the MLP's input norm of the new h, in one dispatch.
+      add(await this.bind(ops.bindRmsNorm({
+        maxTokens: T, size: d, x: a, weight: norm(w.postAttnNorm), residual: h, out: h, eps, label: `${tag}.post_attention_norm+ffn_norm`,
+        next: { weight: norm(w.ffnNorm), out: x },
+      })));
+      // MLP block: one token multiplies up with the GELU of the gate in the up matvec's epilogue;
+      // a block runs gate, up, then gelu_mul into up. The down projection reads up either way.
       steps.push(await this.linearLayer(weights, w.gate, x, gate, `${tag}.ffn_gate`));
-      steps.push(await this.linearLayer(weights, w.up, x, up, `${tag}.ffn_up`));
-      add(await this.bind(ops.bindGeluMul({ maxTokens: T, width: layer.ffnWidth, gate, up, out: gate, label: `${tag}.gelu_mul` })));
-      steps.push(await this.linearLayer(weights, w.down, gate, a, `${tag}.ffn_down`));
-      add(await this.bind(ops.bindRmsNorm({ maxTokens: T, size: d, x: a, weight: norm(w.postFfnNorm), residual: h, out: h, eps, label: `${tag}.post_ffw_norm` })));
-      // Per-layer-embedding block.
+      const upOne = await matvec(w.up, x, up, `${tag}.ffn_up+gelu`, { kind: 'gelu-aux-times', aux: gate });
+      const upMany = await matmul(w.up, x, up, `${tag}.ffn_up`);
+      const geluMany = await this.bind(ops.bindGeluMul({ maxTokens: T, width: layer.ffnWidth, gate, up, out: up, label: `${tag}.gelu_mul` }));
+      steps.push(one(upOne, [upMany, geluMany], `${tag}.ffn_up+gelu`));
+      steps.push(await this.linearLayer(weights, w.down, up, a, `${tag}.ffn_down`));
+      const scale = layerScales[layer.index]!;
       if (ple && g) {
-        steps.push(await this.linearLayer(weights, w.pleGate!, h, g, `${tag}.inp_gate`));
-        add(await this.bind(ops.bindGeluMul({ maxTokens: T, width: P, gate: g, up: ple, upOffset: layer.index * P, upStride: L * P, out: g, label: `${tag}.ple_gate` })));
+        add(await this.bind(ops.bindRmsNorm({ maxTokens: T, size: d, x: a, weight: norm(w.postFfnNorm), residual: h, out: h, eps, label: `${tag}.post_ffw_norm` })));
+        // Per-layer-embedding block: the gate's GELU times this layer's per-layer input in the matvec epilogue.
+        const gateOne = await matvec(w.pleGate!, h, g, `${tag}.inp_gate+gelu`, { kind: 'gelu-times-aux', aux: ple, auxOffset: layer.index * P });
+        const gateMany = await matmul(w.pleGate!, h, g, `${tag}.inp_gate`);
+        const pleGateMany = await this.bind(ops.bindGeluMul({ maxTokens: T, width: P, gate: g, up: ple, upOffset: layer.index * P, upStride: L * P, out: g, label: `${tag}.ple_gate` }));
+        steps.push(one(gateOne, [gateMany, pleGateMany], `${tag}.inp_gate+gelu`));
         steps.push(await this.linearLayer(weights, w.pleProj!, g, a, `${tag}.proj`));
-        add(await this.bind(ops.bindRmsNorm({ maxTokens: T, size: d, x: a, weight: norm(w.plePostNorm!), residual: h, out: h, eps, label: `${tag}.post_norm` })));
+        // h = (h + RMS(a)·w)·layer scale, and the next layer's input norm.
+        add(await this.bind(ops.bindRmsNorm({
+          maxTokens: T, size: d, x: a, weight: norm(w.plePostNorm!), residual: h, out: h, outScale: scale, eps, next: nextNorm,
+          label: `${tag}.post_norm+scale${nextNorm ? '+attn_norm' : ''}`,
+        })));
+      } else {
+        add(await this.bind(ops.bindRmsNorm({
+          maxTokens: T, size: d, x: a, weight: norm(w.postFfnNorm), residual: h, out: h, outScale: scale, eps, next: nextNorm,
+          label: `${tag}.post_ffw_norm+scale${nextNorm ? '+attn_norm' : ''}`,
+        })));
       }
-      add(await this.bind(ops.bindScale({ maxTokens: T, width: d, x: h, factor: weights.single(w.outputScale), out: h, label: `${tag}.layer_output_scale` })));
     }
 
     // §3.3 output, for the last token of the block or for every token.
     const outNorm = weights.single(tensors.outputNorm);
     const finalNorm = await this.bind(ops.bindRmsNorm({ maxTokens: T, size: d, x: h, weight: outNorm, out: x, eps, label: 'output_norm' }));
-    this.everyLogits.push((pass, tokens) => finalNorm.encode(pass, tokens));
+    this.everyLogits.push({ label: finalNorm.label, encode: (pass, tokens) => finalNorm.encode(pass, tokens) });
     // Every token's logits (tests and `rullama logits`, not the hot path): one matvec per token and
     // tile, which also suits the tall, narrow output matrices of small models.
     if (this.options.allLogits) {
@@ -230,13 +290,16 @@ export class GpuForward {
         }
         perToken.push(row);
       }
-      this.everyLogits.push((pass, tokens) => {
-        for (let t = 0; t < tokens; t++) for (const dsp of perToken[t]!) dsp.encode(pass);
+      this.everyLogits.push({
+        label: 'output',
+        encode: (pass, tokens) => {
+          for (let t = 0; t < tokens; t++) for (const dsp of perToken[t]!) dsp.encode(pass);
+        },
       });
     }
     if (this.options.allLogits && c.logitSoftcap > 0) {
       const cap = await this.bind(ops.bindSoftcap({ maxTokens: T, width: c.vocabSize, x: this.logits, out: this.logits, cap: c.logitSoftcap, label: 'softcap' }));
-      this.everyLogits.push((pass, tokens) => cap.encode(pass, tokens));
+      this.everyLogits.push({ label: cap.label, encode: (pass, tokens) => cap.encode(pass, tokens) });
     }
     // Last-token logits: copy h's last row to a one-row buffer (a copy in the encoder), then norm and matvec.
     const lastH = this.buffer('lastH', d);
@@ -246,13 +309,27 @@ export class GpuForward {
     for (const tile of embd.tiles) {
       lastOut.push(await this.bind(this.linear.bindMatVec({ weight: tile.buffer, type: tensors.tokenEmbd.type, rows: tile.rows, cols: d, x: lastX, y: this.logits, yOffset: tile.firstRow, label: `output.last[${tile.firstRow}]` })));
     }
-    this.lastLogits.push((pass) => lastNorm.encode(pass, 1));
-    for (const dsp of lastOut) this.lastLogits.push((pass) => dsp.encode(pass));
+    this.lastLogits.push({ label: lastNorm.label, encode: (pass) => lastNorm.encode(pass, 1) });
+    for (const dsp of lastOut) this.lastLogits.push({ label: dsp.label, encode: (pass) => dsp.encode(pass) });
     if (c.logitSoftcap > 0) {
       const cap = await this.bind(ops.bindSoftcap({ maxTokens: 1, width: c.vocabSize, x: this.logits, out: this.logits, cap: c.logitSoftcap, label: 'softcap.last' }));
-      this.lastLogits.push((pass) => cap.encode(pass, 1));
+      this.lastLogits.push({ label: cap.label, encode: (pass) => cap.encode(pass, 1) });
     }
     this.lastH = { from: h, to: lastH, width: d };
+  }
+
+  /** The first f32 of each buffer (COPY_SRC), read back in one submit. */
+  private async readScalars(buffers: GPUBuffer[]): Promise<Float32Array> {
+    const staging = this.device.createBuffer({ size: Math.max(16, 4 * buffers.length), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    try {
+      const encoder = this.device.createCommandEncoder();
+      buffers.forEach((b, i) => encoder.copyBufferToBuffer(b, 0, staging, 4 * i, 4));
+      this.device.queue.submit([encoder.finish()]);
+      await staging.mapAsync(GPUMapMode.READ);
+      return new Float32Array(staging.getMappedRange().slice(0, 4 * buffers.length));
+    } finally {
+      staging.destroy();
+    }
   }
 
   private async readF32(buffer: GPUBuffer, count: number): Promise<Float32Array> {
@@ -288,38 +365,115 @@ export class GpuForward {
       throw new RullamaError('context-overflow', `positions up to ${start + T - 1} exceed the context of ${this.options.contextSize} tokens`);
     }
     if (all && !this.options.allLogits) throw new RullamaError('bad-argument', 'this forward was built without allLogits');
+    const cpu0 = performance.now();
     const queue = this.device.queue;
     queue.writeBuffer(this.ids, 0, ids);
     if (this.pleRows && pleRows) queue.writeBuffer(this.pleRows, 0, pleRows);
     this.position.set(start);
     const { signal } = options;
     const layerByLayer = signal !== undefined && T > 1;
-    let encoder = this.device.createCommandEncoder({ label: 'forward' });
-    for (const group of this.groups) {
-      const pass = encoder.beginComputePass();
-      for (const step of group) step(pass, T);
-      pass.end();
-      if (layerByLayer) {
-        queue.submit([encoder.finish()]);
-        await queue.onSubmittedWorkDone();
-        throwIfAborted(signal);
-        encoder = this.device.createCommandEncoder({ label: 'forward' });
-      }
-    }
-    let pass = encoder.beginComputePass();
-    if (all) {
-      for (const step of this.everyLogits) step(pass, T);
-      pass.end();
+    let encoder: GPUCommandEncoder;
+    if (T === 1 && !all) {
+      encoder = this.prepared ?? this.recordOne();
+      this.prepared = null;
     } else {
-      pass.end();
-      const { from, to, width } = this.lastH;
-      encoder.copyBufferToBuffer(from, (T - 1) * width * f32, to, 0, width * f32);
-      pass = encoder.beginComputePass();
-      for (const step of this.lastLogits) step(pass, 1);
-      pass.end();
+      this.prepared = null;
+      encoder = this.device.createCommandEncoder({ label: 'forward' });
+      // One compute pass for the whole chain (Dawn orders the dispatches by their buffer usage),
+      // unless a cancellable block is submitted layer by layer.
+      let pass = encoder.beginComputePass();
+      for (const group of this.groups) {
+        for (const step of group) step.encode(pass, T);
+        if (layerByLayer) {
+          pass.end();
+          queue.submit([encoder.finish()]);
+          await queue.onSubmittedWorkDone();
+          throwIfAborted(signal);
+          encoder = this.device.createCommandEncoder({ label: 'forward' });
+          pass = encoder.beginComputePass();
+        }
+      }
+      if (all) {
+        for (const step of this.everyLogits) step.encode(pass, T);
+        pass.end();
+      } else {
+        pass.end();
+        this.recordLast(encoder, T);
+      }
     }
     options.after?.(encoder);
     queue.submit([encoder.finish()]);
+    // Decode steps follow a one-token step or a block whose next token is being sampled.
+    const cpu1 = performance.now();
+    if (T === 1 || options.after) this.prepared = this.recordOne();
+    const cpu2 = performance.now();
+    forwardCpu.ms += cpu2 - cpu0;
+    forwardCpu.prepareMs += cpu2 - cpu1;
+    forwardCpu.calls++;
+  }
+
+  /** The one-token chain with last-token logits, in an open encoder. */
+  private recordOne(): GPUCommandEncoder {
+    const encoder = this.device.createCommandEncoder({ label: 'forward' });
+    const pass = encoder.beginComputePass();
+    for (const group of this.groups) for (const step of group) step.encode(pass, 1);
+    pass.end();
+    this.recordLast(encoder, 1);
+    return encoder;
+  }
+
+  /** Copies the block's last row of h and records the last-token output steps. */
+  private recordLast(encoder: GPUCommandEncoder, T: number): void {
+    const { from, to, width } = this.lastH;
+    encoder.copyBufferToBuffer(from, (T - 1) * width * f32, to, 0, width * f32);
+    const pass = encoder.beginComputePass();
+    for (const step of this.lastLogits) step.encode(pass, 1);
+    pass.end();
+  }
+
+  /**
+   * GPU time of every step of one forward block (last-token logits), from timestamp queries: each
+   * step runs in its own compute pass with timestamps at its start and end, `repeat` times in a
+   * row (the time is per run: repeats average out timestamp quantisation and pass overhead).
+   * Needs the device's 'timestamp-query' feature; writes the KV cache and activations like
+   * {@link run} (repeats of in-place steps change them: prefill again afterwards). For benchmarks.
+   */
+  async profile(ids: Uint32Array<ArrayBuffer>, start: number, pleRows: Float32Array<ArrayBuffer> | null, repeat = 1): Promise<StepTime[]> {
+    const T = ids.length;
+    const device = this.device;
+    if (!device.features.has('timestamp-query')) throw new RullamaError('unsupported', 'this device has no timestamp-query feature');
+    const steps = [...this.groups.flat(), ...this.lastLogits];
+    const count = 2 * steps.length;
+    const querySet = device.createQuerySet({ type: 'timestamp', count });
+    const resolve = device.createBuffer({ size: 8 * count, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const read = device.createBuffer({ size: 8 * count, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    try {
+      device.queue.writeBuffer(this.ids, 0, ids);
+      if (this.pleRows && pleRows) device.queue.writeBuffer(this.pleRows, 0, pleRows);
+      this.position.set(start);
+      const encoder = device.createCommandEncoder({ label: 'forward profile' });
+      const lastStep = this.groups.flat().length;
+      steps.forEach((step, i) => {
+        if (i === lastStep) {
+          const { from, to, width } = this.lastH;
+          encoder.copyBufferToBuffer(from, (T - 1) * width * f32, to, 0, width * f32);
+        }
+        const pass = encoder.beginComputePass({ label: step.label, timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+        for (let r = 0; r < repeat; r++) step.encode(pass, i >= lastStep ? 1 : T);
+        pass.end();
+      });
+      encoder.resolveQuerySet(querySet, 0, count, resolve, 0);
+      encoder.copyBufferToBuffer(resolve, 0, read, 0, 8 * count);
+      device.queue.submit([encoder.finish()]);
+      await read.mapAsync(GPUMapMode.READ);
+      const ns = new BigUint64Array(read.getMappedRange().slice(0));
+      read.unmap();
+      return steps.map((step, i) => ({ label: step.label, ms: Number(ns[2 * i + 1]! - ns[2 * i]!) / 1e6 / repeat }));
+    } finally {
+      querySet.destroy();
+      resolve.destroy();
+      read.destroy();
+    }
   }
 
   /** Reads `rows` rows of logits back (after encode). */
@@ -328,6 +482,7 @@ export class GpuForward {
   }
 
   destroy(): void {
+    this.prepared = null;
     for (const d of this.dispatches) d.destroy();
     for (const b of this.buffers) b.destroy();
     this.kv.destroy();

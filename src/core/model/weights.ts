@@ -115,7 +115,7 @@ export class GpuWeights {
       const size = Math.ceil((tileRows * rowBytes) / 4) * 4;
       const label = tiles.length === 0 && tileRows === rows ? info.name : `${info.name}[${firstRow}..${firstRow + tileRows})`;
       this.device.pushErrorScope('out-of-memory');
-      const buffer = this.device.createBuffer({ label, size: Math.max(size, 4), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+      const buffer = this.device.createBuffer({ label, size: Math.max(size, 4), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
       const oom = await this.device.popErrorScope();
       if (oom) {
         buffer.destroy();
