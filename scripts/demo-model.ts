@@ -1,16 +1,22 @@
-// Writes the model the demo page opens (dist/demo/demo.gguf) when it is missing: a tiny Gemma 4
-// model with random weights and the real Gemma 4 tokenizer, from the fixture writer. It has no
-// knowledge; it shows the file path (reader, tokenizer) until the trained demo model lands.
-import { existsSync } from 'node:fs';
-import { mkdir, rename } from 'node:fs/promises';
+// Puts the model the demo page opens at dist/demo/demo.gguf: the embedded demo model the project
+// trained itself (models/demo/rullama-demo.gguf, a small Gemma 4 that answers "What does X
+// mean?" questions from WordNet and continues King James passages; see models/demo/MODEL_CARD.md).
+// The copy is refreshed whenever it differs in size or age from the committed file.
+import { existsSync, statSync } from 'node:fs';
+import { copyFile, mkdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { writeTinyModel } from '../test/fixtures/index.js';
 
+const source = fileURLToPath(new URL('../models/demo/rullama-demo.gguf', import.meta.url));
 const dir = fileURLToPath(new URL('../dist/demo/', import.meta.url));
 const target = `${dir}demo.gguf`;
-if (!existsSync(target)) {
+const stale = (): boolean => {
+  if (!existsSync(target)) return true;
+  const a = statSync(source);
+  const b = statSync(target);
+  return a.size !== b.size || a.mtimeMs > b.mtimeMs;
+};
+if (stale()) {
   await mkdir(dir, { recursive: true });
-  const written = await writeTinyModel('tiny-e2b', dir);
-  await rename(written.path, target);
-  console.log(`wrote ${target}`);
+  await copyFile(source, target);
+  console.log(`copied ${source} to ${target}`);
 }
