@@ -1,7 +1,8 @@
 // The demo server: serves the repository (stories/, dist/) on localhost with HTTP Range support,
 // which is what the URL byte source uses to read GGUF files without downloading them whole.
-// Any path under /slow/ is the same file sent at about 4 MB/s (the loading story uses it to show
-// the progress bar as a real download would).
+// Any path under /slow/ is the same file sent at about 64 KB/s (the loading story uses it to show
+// the progress bar as a real download would; the 15 MB demo model takes minutes, so the story's
+// loading state lasts while the other states are shown and tested).
 import { createReadStream } from 'node:fs';
 import { Transform } from 'node:stream';
 import { stat } from 'node:fs/promises';
@@ -13,7 +14,7 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const port = Number(process.env.PORT ?? 8000);
 const types = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css', '.json': 'application/json', '.map': 'application/json', '.png': 'image/png', '.svg': 'image/svg+xml' };
 
-const SLOW_BYTES_PER_SECOND = 4 * 2 ** 20;
+const SLOW_BYTES_PER_SECOND = 64 * 2 ** 10;
 
 /** Passes chunks on at about `rate` bytes per second. */
 const throttle = (rate) =>
