@@ -1,5 +1,5 @@
 import { RullamaError, throwIfAborted } from '../errors.js';
-import { checkBufferSize } from '../gpu/buffers.js';
+import { checkBufferSize, readBack } from '../gpu/buffers.js';
 import { LinearKernels, type Dispatch, type MatVecEpilogue } from '../gpu/linear.js';
 import { OpKernels, PositionUniform } from '../gpu/ops.js';
 import { PipelineCache } from '../gpu/pipelines.js';
@@ -332,17 +332,6 @@ export class GpuForward {
     }
   }
 
-  private async readF32(buffer: GPUBuffer, count: number): Promise<Float32Array> {
-    const staging = this.device.createBuffer({ size: count * f32, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    const encoder = this.device.createCommandEncoder();
-    encoder.copyBufferToBuffer(buffer, 0, staging, 0, count * f32);
-    this.device.queue.submit([encoder.finish()]);
-    await staging.mapAsync(GPUMapMode.READ);
-    const out = new Float32Array(staging.getMappedRange().slice(0));
-    staging.destroy();
-    return out;
-  }
-
   /**
    * Records and submits the forward pass of `ids` (at most maxTokens) at positions start … start+T−1.
    * `pleRows` holds the per-layer token rows ([T][L·P]) when the model has PLE. Afterwards
@@ -478,7 +467,7 @@ export class GpuForward {
 
   /** Reads `rows` rows of logits back (after encode). */
   async readLogits(rows = 1): Promise<Float32Array> {
-    return this.readF32(this.logits, rows * this.config.vocabSize);
+    return new Float32Array(await readBack(this.device, this.logits, rows * this.config.vocabSize * f32));
   }
 
   destroy(): void {
