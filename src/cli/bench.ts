@@ -9,6 +9,7 @@ import { Engine } from '../core/engine.js';
 import { nodeFileSource } from '../core/gguf/node-source.js';
 import { forwardCpu } from '../core/model/gpu-forward.js';
 import { pleCpu } from '../core/model/ple-rows.js';
+import { describeAdapters, readAdapters } from './adapters.js';
 import { openNodeDevice } from './gpu.js';
 
 const PASSAGE =
@@ -27,7 +28,7 @@ export async function bench(args: string[]): Promise<unknown> {
     options: {
       model: { type: 'string' }, 'prompt-tokens': { type: 'string', default: '512' }, 'gen-tokens': { type: 'string', default: '128' },
       runs: { type: 'string', default: '5' }, 'prefill-chunk': { type: 'string' }, json: { type: 'boolean' },
-      'long-tokens': { type: 'string', default: '4096' },
+      'long-tokens': { type: 'string', default: '4096' }, adapter: { type: 'string', multiple: true },
     },
   });
   if (!values.model) throw new BenchUsageError('bench needs --model');
@@ -38,12 +39,14 @@ export async function bench(args: string[]): Promise<unknown> {
   const chunk = values['prefill-chunk'] ? Number(values['prefill-chunk']) : undefined;
   const longTokens = Number(values['long-tokens']);
   if (!Number.isInteger(longTokens) || longTokens < 0) throw new BenchUsageError('--long-tokens must be a non-negative integer');
+  const adapters = await readAdapters(values.adapter);
   const { device, description } = await openNodeDevice();
   const source = await nodeFileSource(values.model);
   try {
     const t0 = performance.now();
     const engine = await Engine.load(source, { device, contextSize: Math.max(promptTokens!, longTokens) + genTokens! + 1, prefillChunk: chunk });
     const loadMs = performance.now() - t0;
+    await engine.setAdapters(adapters);
     let text = engine.tokenize(PASSAGE);
     while (text.length < Math.max(promptTokens!, longTokens)) text = [...text, ...engine.tokenize(PASSAGE, { addBos: false })];
     const measure = async (n: number) => {
@@ -76,6 +79,7 @@ export async function bench(args: string[]): Promise<unknown> {
       prompt_tokens: promptTokens,
       gen_tokens: genTokens,
       prefill_chunk: engine.model.prefillChunk,
+      lora_adapters: describeAdapters(adapters),
       detail: { prefill_tok_s: summary(prefill), decode_tok_s: summary(decode), ttft_ms: summary(ttft) },
       cpu_ms_per_token: { record_submit: summary(main.recordMs), ple_rows: summary(main.pleMs) },
       ...(long

@@ -11,6 +11,7 @@ import { encodeChat, stopTokens } from '../core/chat/index.js';
 import { generate } from '../core/generate.js';
 import { Gemma4Model } from '../core/model/model.js';
 import { ReferenceModel } from '../core/reference/forward.js';
+import { AdapterUsageError, describeAdapters, readAdapters } from './adapters.js';
 import { bench, BenchUsageError } from './bench.js';
 import { openNodeDevice } from './gpu.js';
 
@@ -18,11 +19,12 @@ const USAGE = `usage:
   rullama inspect <model.gguf>
   rullama tokenize --model <model.gguf> [--no-bos] [--no-special] -- <text>
   rullama detokenize --model <model.gguf> <id,id,...|id id ...>
-  rullama logits --model <model.gguf> --tokens <id,id,...> --out <file> [--backend gpu|cpu]
+  rullama logits --model <model.gguf> --tokens <id,id,...> --out <file> [--backend gpu|cpu] [--adapter <lora.gguf>[:scale]]...
   rullama generate --model <model.gguf> --prompt <text> [--chat] [--max-tokens N] [--temperature T]
                    [--top-k K] [--top-p P] [--min-p P] [--seed S] [--repeat-penalty R] [--presence-penalty P]
-                   [--frequency-penalty F] [--context N] [--json]
-  rullama bench --model <model.gguf> [--prompt-tokens N] [--gen-tokens M] [--runs R] [--prefill-chunk C] [--json]`;
+                   [--frequency-penalty F] [--context N] [--adapter <lora.gguf>[:scale]]... [--json]
+  rullama bench --model <model.gguf> [--prompt-tokens N] [--gen-tokens M] [--runs R] [--prefill-chunk C]
+                [--long-tokens N] [--adapter <lora.gguf>[:scale]]... [--json]`;
 
 class UsageError extends Error {}
 
@@ -79,19 +81,26 @@ function numberOption(values: Record<string, unknown>, name: string): number | u
 async function logits(args: string[]): Promise<unknown> {
   const { values } = parseArgs({
     args,
-    options: { model: { type: 'string' }, tokens: { type: 'string' }, out: { type: 'string' }, backend: { type: 'string', default: 'gpu' } },
+    options: {
+      model: { type: 'string' }, tokens: { type: 'string' }, out: { type: 'string' }, backend: { type: 'string', default: 'gpu' },
+      adapter: { type: 'string', multiple: true },
+    },
   });
   if (!values.model || !values.tokens || !values.out) throw new UsageError('logits needs --model, --tokens and --out');
   const ids = parseIds(values.tokens);
   if (ids.length === 0) throw new UsageError('--tokens is empty');
+  const adapters = await readAdapters(values.adapter);
   const source = await nodeFileSource(values.model);
   try {
     let rows: ArrayLike<number>[];
     if (values.backend === 'cpu') {
-      rows = await (await ReferenceModel.load(source)).forward(ids);
+      const reference = await ReferenceModel.load(source);
+      reference.setAdapters(adapters);
+      rows = await reference.forward(ids);
     } else if (values.backend === 'gpu') {
       const { device } = await openNodeDevice();
       const model = await Gemma4Model.load(device, source, { contextSize: ids.length, prefillChunk: Math.min(ids.length, 64), allLogits: true });
+      await model.setAdapters(adapters);
       rows = await model.feed(ids, { logits: 'all' });
       model.destroy();
     } else {
@@ -100,7 +109,7 @@ async function logits(args: string[]): Promise<unknown> {
     const out = new Float32Array(rows.length * rows[0]!.length);
     rows.forEach((row, i) => out.set(row, i * row.length));
     await writeFile(values.out, new Uint8Array(out.buffer));
-    return { positions: rows.length, vocab: rows[0]!.length, out: values.out, backend: values.backend };
+    return { positions: rows.length, vocab: rows[0]!.length, out: values.out, backend: values.backend, adapters: describeAdapters(adapters) };
   } finally {
     await source.close();
   }
@@ -115,9 +124,11 @@ async function generateCommand(args: string[]): Promise<unknown> {
       'max-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' }, 'top-p': { type: 'string' },
       'min-p': { type: 'string' }, seed: { type: 'string' }, context: { type: 'string' },
       'repeat-penalty': { type: 'string' }, 'presence-penalty': { type: 'string' }, 'frequency-penalty': { type: 'string' },
+      adapter: { type: 'string', multiple: true },
     },
   });
   if (!values.model || values.prompt === undefined) throw new UsageError('generate needs --model and --prompt');
+  const adapters = await readAdapters(values.adapter);
   const source = await nodeFileSource(values.model);
   try {
     const file = await readGGUF(source);
@@ -126,6 +137,7 @@ async function generateCommand(args: string[]): Promise<unknown> {
     const maxTokens = numberOption(values, 'max-tokens') ?? 128;
     const { device } = await openNodeDevice();
     const model = await Gemma4Model.load(device, source, { contextSize: numberOption(values, 'context') ?? Math.min(4096, prompt.length + maxTokens) });
+    await model.setAdapters(adapters);
     const run = generate(model, tokenizer, prompt, {
       maxTokens,
       temperature: numberOption(values, 'temperature'),
@@ -147,7 +159,7 @@ async function generateCommand(args: string[]): Promise<unknown> {
     const gpuBytes = model.gpuBytes;
     model.destroy();
     const { tokens, ...stats } = step.value;
-    return values.json ? { ids: tokens, ...stats, gpu_bytes: gpuBytes } : undefined;
+    return values.json ? { ids: tokens, ...stats, gpu_bytes: gpuBytes, adapters: describeAdapters(adapters) } : undefined;
   } finally {
     await source.close();
   }
@@ -171,7 +183,7 @@ async function main(argv: string[]): Promise<number> {
     if (result !== undefined) process.stdout.write(typeof result === 'string' ? `${result}\n` : `${JSON.stringify(result, null, name === 'inspect' ? 2 : 0)}\n`);
     return 0;
   } catch (e) {
-    if (e instanceof UsageError || e instanceof BenchUsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    if (e instanceof UsageError || e instanceof BenchUsageError || e instanceof AdapterUsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       console.error(`rullama ${name}: ${(e as Error).message}\n${USAGE}`);
       return 2;
     }

@@ -6,6 +6,8 @@ import { readGGUF } from './gguf/read.js';
 import { blobSource, urlSource, type ByteSource } from './gguf/source.js';
 import { readGemma4Config } from './model/config.js';
 import { Gemma4Model } from './model/model.js';
+import type { AppliedAdapter } from './model/lora-weights.js';
+import { checkAdapterFits, readLoraGGUF, type LoraAdapter } from './lora/adapter.js';
 import type { OllamaStore } from './ollama/store.js';
 import { Tokenizer } from './tokenizer/tokenizer.js';
 
@@ -222,6 +224,27 @@ export class Engine {
     return this.tokenizer.decode(ids);
   }
 
+  /**
+   * Reads a LoRA adapter GGUF (llama.cpp / Ollama `ADAPTER` format) from a File/Blob, a URL or a
+   * ByteSource and checks that it fits this engine's model; apply it with `setAdapters`.
+   */
+  async loadAdapter(from: Blob | string | URL | ByteSource, options: { signal?: AbortSignal } = {}): Promise<LoraAdapter> {
+    this.checkOpen();
+    const { source, owned } = await openSource(from, options.signal);
+    try {
+      const adapter = await readLoraGGUF(source, options);
+      checkAdapterFits(adapter, this.model.file);
+      return adapter;
+    } finally {
+      if (owned) await source.close?.();
+    }
+  }
+
+  /** Applies LoRA adapters to the main conversation (see Conversation.setAdapters). */
+  setAdapters(adapters: readonly AppliedAdapter[]): Promise<void> {
+    return this.main.setAdapters(adapters);
+  }
+
   /** A new conversation on the same weights, with its own KV cache (default: the main one's context size). */
   async createConversation(options: { contextSize?: number; prefillChunk?: number } = {}): Promise<Conversation> {
     this.checkOpen();
@@ -338,6 +361,22 @@ export class Conversation {
   reset(): void {
     this.checkOpen();
     this.model.reset();
+  }
+
+  /** The LoRA adapters this conversation applies. */
+  get adapters(): readonly AppliedAdapter[] {
+    return this.model.adapters;
+  }
+
+  /**
+   * Applies LoRA adapters to this conversation, each at its scale (1 = as trained), replacing the
+   * ones before; [] removes them. The shared base weights stay untouched, so other conversations
+   * are unaffected. Runs after any generation in progress and starts the conversation afresh
+   * (its KV cache was computed with the old adapters). A misfit adapter changes nothing.
+   */
+  async setAdapters(adapters: readonly AppliedAdapter[]): Promise<void> {
+    this.checkOpen();
+    return this.exclusive(() => this.model.setAdapters(adapters));
   }
 
   /** The conversation state (KV cache and tokens) as bytes, after any running generation. */

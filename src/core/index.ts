@@ -18,5 +18,6 @@ export { Gemma4Model, type LoadModelOptions, type FeedOptions } from './model/mo
 export { generate, uniformAt, type GenerateOptions, type GenerateStats, type TokenEvent } from './generate.js';
 export { Engine, Conversation, Generation, type ModelSource, type LoadProgress, type EngineLoadOptions, type ChatOptions, type GenerationResult } from './engine.js';
 export { SNAPSHOT_VERSION } from './model/snapshot.js';
+export type { AppliedAdapter } from './model/lora-weights.js';
 export { sampleToken, sampleTokenAt, samplingDistribution, checkSamplingOptions, SeededRandom, type SamplingOptions, type SampledToken, type SamplingDistribution } from './sampling.js';
 export { GpuSampler, type GpuSample, type GpuSamplerBinding } from './gpu/sampler.js';

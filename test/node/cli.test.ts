@@ -3,10 +3,14 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeTinyModel } from '../fixtures/index.js';
+import { nodeFileSource } from '../../src/core/gguf/node-source.js';
+import { readGGUF } from '../../src/core/gguf/read.js';
+import { writeLoraGGUF } from '../../src/core/lora/adapter.js';
+import { randomAdapter } from '../shared/random-adapter.js';
 import { fileURLToPath } from 'node:url';
 
 const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
@@ -30,7 +34,7 @@ describe('rullama CLI', () => {
       const cpuOut = join(dir, 'cpu.bin');
       const gpu = await run('logits', '--model', path, '--tokens', '2,9259,1902,236888', '--out', gpuOut);
       assert.equal(gpu.code, 0, gpu.stderr);
-      assert.deepEqual(JSON.parse(gpu.stdout), { positions: 4, vocab: 262144, out: gpuOut, backend: 'gpu' });
+      assert.deepEqual(JSON.parse(gpu.stdout), { positions: 4, vocab: 262144, out: gpuOut, backend: 'gpu', adapters: [] });
       assert.equal((await run('logits', '--model', path, '--tokens', '2,9259,1902,236888', '--out', cpuOut, '--backend', 'cpu')).code, 0);
       const a = new Float32Array((await readFile(gpuOut)).buffer.slice(0));
       const b = new Float32Array((await readFile(cpuOut)).buffer.slice(0));
@@ -61,6 +65,47 @@ describe('rullama CLI', () => {
       assert.match(record.adapter, /\w/);
       assert.equal(record.prompt_tokens, 20);
       assert.equal((await run('bench', '--model', path, '--gen-tokens', '0')).code, 2);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('--adapter applies LoRA adapter files at their scales on the GPU and the CPU alike', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'rullama-cli-'));
+    try {
+      const { path } = await writeTinyModel('tiny-q8', dir);
+      const source = await nodeFileSource(path);
+      const model = await readGGUF(source);
+      await source.close();
+      const adapterPath = join(dir, 'my:adapter.gguf');
+      await writeFile(adapterPath, await writeLoraGGUF(randomAdapter(model, 4, 8)));
+      const read = async (out: string) => new Float32Array((await readFile(out)).buffer.slice(0));
+      const ids = ['--model', path, '--tokens', '2,9259,1902,236888'];
+      const gpu = await run('logits', ...ids, '--out', join(dir, 'gpu.bin'), '--adapter', `${adapterPath}:0.5`);
+      assert.equal(gpu.code, 0, gpu.stderr);
+      assert.deepEqual(JSON.parse(gpu.stdout).adapters, [{ name: 'random-5', scale: 0.5, tensors: randomAdapter(model, 4, 8).tensors.size }]);
+      assert.equal((await run('logits', ...ids, '--out', join(dir, 'cpu.bin'), '--backend', 'cpu', '--adapter', `${adapterPath}:0.5`)).code, 0);
+      assert.equal((await run('logits', ...ids, '--out', join(dir, 'base.bin'), '--backend', 'cpu')).code, 0);
+      const [a, b, base] = [await read(join(dir, 'gpu.bin')), await read(join(dir, 'cpu.bin')), await read(join(dir, 'base.bin'))];
+      const rel = (x: Float32Array, y: Float32Array) => {
+        let num = 0;
+        let den = 0;
+        for (let i = 0; i < x.length; i++) {
+          num += (x[i]! - y[i]!) ** 2;
+          den += y[i]! ** 2;
+        }
+        return Math.sqrt(num / den);
+      };
+      assert.ok(rel(a, b) < 1e-3, `GPU vs CPU with the adapter: relative L2 ${rel(a, b)}`);
+      assert.ok(rel(b, base) > 0.05, `the adapter changes the logits by only ${rel(b, base)}`);
+
+      const gen = await run('generate', '--model', path, '--prompt', 'Hello', '--max-tokens', '3', '--json', '--adapter', adapterPath);
+      assert.equal(gen.code, 0, gen.stderr);
+      assert.equal(JSON.parse(gen.stdout.trimEnd().split('\n').at(-1)!).adapters[0].scale, 1);
+      assert.equal((await run('logits', ...ids, '--out', join(dir, 'x.bin'), '--adapter', `${adapterPath}:`)).code, 2);
+      const notAdapter = await run('logits', ...ids, '--out', join(dir, 'x.bin'), '--adapter', path);
+      assert.equal(notAdapter.code, 1);
+      assert.match(notAdapter.stderr, /not a usable LoRA adapter.*\[bad-gguf\]/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -13,7 +13,7 @@ import { bytesSource } from '../../src/core/gguf/source.js';
 import { readGGUF } from '../../src/core/gguf/read.js';
 import { GGMLType, type GGUFFile } from '../../src/core/gguf/types.js';
 import { GGUFMetadata, memorySink, planGGUF, writeGGUF } from '../../src/core/gguf/write.js';
-import { checkAdapterFits, readLoraGGUF, writeLoraGGUF, LORA_TARGETS, type LoraAdapter, type LoraTensor } from '../../src/core/lora/adapter.js';
+import { checkAdapterFits, readLoraGGUF, writeLoraGGUF, LORA_TARGETS } from '../../src/core/lora/adapter.js';
 import { readPeftAdapter } from '../../src/core/lora/peft.js';
 import { f32ToBf16 } from '../../src/core/quant/float.js';
 import { ReferenceModel } from '../../src/core/reference/forward.js';
@@ -21,6 +21,7 @@ import { Tokenizer } from '../../src/core/tokenizer/tokenizer.js';
 import { writeTinyModel } from '../fixtures/index.js';
 import { Rng } from '../fixtures/random.js';
 import { LlamaOracle, topTwo } from '../shared/llama-oracle.js';
+import { randomAdapter, randomValues } from '../shared/random-adapter.js';
 
 const PROMPT = 'The quick brown fox jumps over the lazy dog, and the old cat watches from the warm windowsill.';
 const isCode = (code: string) => (e: unknown) => e instanceof RullamaError && e.code === code;
@@ -35,28 +36,6 @@ after(async () => {
   await llama?.dispose();
   await rm(dir, { recursive: true, force: true });
 });
-
-/** Normal values with standard deviation `std`. */
-function randomValues(n: number, std: number, rng: Rng): Float32Array {
-  return Float32Array.from({ length: n }, () => rng.gaussian() * std);
-}
-
-/** A random adapter on every target of every layer of `model`, scaled to change the logits visibly. */
-function randomAdapter(model: GGUFFile, rank: number, alpha: number, seed = 5): LoraAdapter {
-  const rng = new Rng(seed, 'lora');
-  const tensors = new Map<string, LoraTensor>();
-  for (const info of model.tensors) {
-    const m = /^blk\.(\d+)\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down)\.weight$/.exec(info.name);
-    if (!m) continue;
-    const [inFeatures, outFeatures] = info.dims as [number, number];
-    tensors.set(info.name, {
-      base: info.name, rank, inFeatures, outFeatures,
-      a: randomValues(rank * inFeatures, 1 / Math.sqrt(inFeatures), rng),
-      b: randomValues(outFeatures * rank, 0.3 / Math.sqrt(rank), rng),
-    });
-  }
-  return { name: 'random', architecture: 'gemma4', alpha, tensors };
-}
 
 function centeredCosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let ma = 0;

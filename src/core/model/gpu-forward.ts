@@ -3,9 +3,10 @@ import { checkBufferSize, readBack } from '../gpu/buffers.js';
 import { LinearKernels, type Dispatch, type MatVecEpilogue } from '../gpu/linear.js';
 import { OpKernels, PositionUniform } from '../gpu/ops.js';
 import { PipelineCache } from '../gpu/pipelines.js';
-import type { GGUFTensorInfo } from '../gguf/types.js';
+import { GGMLType, type GGUFTensorInfo } from '../gguf/types.js';
 import type { Gemma4Config } from './config.js';
 import { KvCache } from './kv-cache.js';
+import type { GpuLoraSet } from './lora-weights.js';
 import type { ModelTensors } from './tensors.js';
 import type { GpuWeights } from './weights.js';
 
@@ -13,6 +14,22 @@ import type { GpuWeights } from './weights.js';
 interface BoundLinear {
   one: Dispatch;
   many: Dispatch;
+}
+
+/** Where a linear layer of the chain reads and writes, for binding LoRA terms beside it. */
+interface LinearSite {
+  x: GPUBuffer;
+  y: GPUBuffer;
+  rows: number;
+  cols: number;
+}
+
+/** The LoRA terms bound into the chain: per adapted weight, the steps that add B·(A·x) to its y. */
+interface BoundLora {
+  set: GpuLoraSet;
+  steps: Map<string, Step>;
+  dispatches: Dispatch[];
+  buffers: GPUBuffer[];
 }
 
 /** One step of the chain: records its work for T tokens. */
@@ -75,6 +92,9 @@ export class GpuForward {
    * so the next decode step only writes those, appends the sampler and submits.
    */
   private prepared: GPUCommandEncoder | null = null;
+  /** The linear layers LoRA may adapt, by weight name. */
+  private readonly linearSites = new Map<string, LinearSite>();
+  private lora: BoundLora | null = null;
   logits!: GPUBuffer;
 
   private constructor(
@@ -104,9 +124,74 @@ export class GpuForward {
     return forward;
   }
 
-  /** GPU bytes of activations and KV cache (weights are counted by GpuWeights). */
+  /** GPU bytes of activations and KV cache (weights are counted by GpuWeights), and of LoRA terms. */
   get bytes(): number {
-    return this.buffers.reduce((n, b) => n + b.size, 0) + this.kv.bytes;
+    const lora = this.lora ? this.lora.set.bytes + this.lora.buffers.reduce((n, b) => n + b.size, 0) : 0;
+    return this.buffers.reduce((n, b) => n + b.size, 0) + this.kv.bytes + lora;
+  }
+
+  /** Names of the weights whose outputs LoRA terms can be added to. */
+  get adaptable(): ReadonlySet<string> {
+    return new Set(this.linearSites.keys());
+  }
+
+  /**
+   * Binds a set of LoRA terms into the chain (null removes them; the set stays the caller's to
+   * destroy). Each adapted weight's step then adds B·(A·x) to its output: t = A·x and u = B·t
+   * with the f32 linear kernels, then y += u.
+   */
+  async setLora(set: GpuLoraSet | null): Promise<void> {
+    this.prepared = null; // recorded with the old terms
+    this.unbindLora();
+    if (!set) return;
+    const T = this.options.maxTokens;
+    const bound: BoundLora = { set, steps: new Map(), dispatches: [], buffers: [] };
+    this.lora = bound;
+    const scratch = (label: string, floats: number) => {
+      checkBufferSize(this.device, label, floats * f32);
+      const b = this.device.createBuffer({ label, size: Math.max(16, floats * f32), usage: GPUBufferUsage.STORAGE });
+      bound.buffers.push(b);
+      return b;
+    };
+    const pairs = [...set.pairs.values()];
+    const t = scratch('lora.t', T * Math.max(...pairs.map((p) => p.rank)));
+    const u = scratch('lora.u', T * Math.max(...pairs.map((p) => p.outFeatures)));
+    const bind = async (d: Promise<Dispatch>) => {
+      const dispatch = await d;
+      bound.dispatches.push(dispatch);
+      return dispatch;
+    };
+    for (const pair of pairs) {
+      const site = this.linearSites.get(pair.base);
+      if (!site || site.rows !== pair.outFeatures || site.cols !== pair.inFeatures) {
+        throw new RullamaError('bad-argument', `LoRA terms for ${pair.base} do not fit this model`);
+      }
+      const label = `${pair.base}.lora`;
+      const down = { weight: pair.a, type: GGMLType.F32, rows: pair.rank, cols: pair.inFeatures, x: site.x, y: t, label: `${label}_a` };
+      const up = { weight: pair.b, type: GGMLType.F32, rows: pair.outFeatures, cols: pair.rank, x: t, y: u, label: `${label}_b` };
+      const one = [await bind(this.linear.bindMatVec(down)), await bind(this.linear.bindMatVec(up))];
+      const many = [await bind(this.linear.bindMatMul({ ...down, tokens: T })), await bind(this.linear.bindMatMul({ ...up, tokens: T }))];
+      const add = await bind(this.ops.bindAdd({ maxTokens: T, width: pair.outFeatures, a: site.y, b: u, out: site.y, label: `${label}_add` }));
+      bound.steps.set(pair.base, {
+        label,
+        encode: (pass, tokens) => {
+          for (const d of tokens === 1 ? one : many) d.encode(pass, tokens);
+          add.encode(pass, tokens);
+        },
+      });
+    }
+  }
+
+  private unbindLora(): void {
+    if (!this.lora) return;
+    for (const d of this.lora.dispatches) d.destroy();
+    for (const b of this.lora.buffers) b.destroy();
+    this.lora = null;
+  }
+
+  /** The LoRA step of weight `name`, when one is bound. */
+  private loraStep(name: string): Step | undefined {
+    return this.lora?.steps.get(name);
   }
 
   private buffer(label: string, floats: number, usage = 0): GPUBuffer {
@@ -122,7 +207,7 @@ export class GpuForward {
     return dispatch;
   }
 
-  /** y = W·x for the block, with W one whole buffer. */
+  /** y = W·x for the block, with W one whole buffer, plus W's LoRA terms when some are bound. */
   private async linearLayer(weights: GpuWeights, info: GGUFTensorInfo, x: GPUBuffer, y: GPUBuffer, label: string): Promise<Step> {
     const cols = info.dims[0]!;
     const rows = info.dims[1]!;
@@ -131,7 +216,15 @@ export class GpuForward {
       one: await this.bind(this.linear.bindMatVec(common)),
       many: await this.bind(this.linear.bindMatMul({ ...common, tokens: this.options.maxTokens })),
     };
-    return { label, encode: (pass, tokens) => (tokens === 1 ? bound.one.encode(pass) : bound.many.encode(pass, tokens)) };
+    this.linearSites.set(info.name, { x, y, rows, cols });
+    return {
+      label,
+      encode: (pass, tokens) => {
+        if (tokens === 1) bound.one.encode(pass);
+        else bound.many.encode(pass, tokens);
+        this.loraStep(info.name)?.encode(pass, tokens);
+      },
+    };
   }
 
   private async build(tensors: ModelTensors, weights: GpuWeights, ropeFactors: Float32Array | null): Promise<void> {
@@ -245,10 +338,21 @@ export class GpuForward {
       // MLP block: one token multiplies up with the GELU of the gate in the up matvec's epilogue;
       // a block runs gate, up, then gelu_mul into up. The down projection reads up either way.
       steps.push(await this.linearLayer(weights, w.gate, x, gate, `${tag}.ffn_gate`));
+      // With LoRA terms on up, they join W_up·x before the GELU product, so a token takes the block path.
       const upOne = await matvec(w.up, x, up, `${tag}.ffn_up+gelu`, { kind: 'gelu-aux-times', aux: gate });
       const upMany = await matmul(w.up, x, up, `${tag}.ffn_up`);
       const geluMany = await this.bind(ops.bindGeluMul({ maxTokens: T, width: layer.ffnWidth, gate, up, out: up, label: `${tag}.gelu_mul` }));
-      steps.push(one(upOne, [upMany, geluMany], `${tag}.ffn_up+gelu`));
+      this.linearSites.set(w.up.name, { x, y: up, rows: w.up.dims[1]!, cols: w.up.dims[0]! });
+      steps.push({
+        label: `${tag}.ffn_up+gelu`,
+        encode: (pass, tokens) => {
+          const upLora = this.loraStep(w.up.name);
+          if (tokens === 1 && !upLora) return upOne.encode(pass, 1);
+          upMany.encode(pass, tokens);
+          upLora?.encode(pass, tokens);
+          geluMany.encode(pass, tokens);
+        },
+      });
       steps.push(await this.linearLayer(weights, w.down, up, a, `${tag}.ffn_down`));
       const scale = layerScales[layer.index]!;
       if (ple && g) {
@@ -472,6 +576,7 @@ export class GpuForward {
 
   destroy(): void {
     this.prepared = null;
+    this.unbindLora();
     for (const d of this.dispatches) d.destroy();
     for (const b of this.buffers) b.destroy();
     this.kv.destroy();

@@ -9,6 +9,7 @@ import type { GGUFFile, GGUFTensorInfo } from '../gguf/types.js';
 import { readGemma4Config, type Gemma4Config } from './config.js';
 import { PipelineCache } from '../gpu/pipelines.js';
 import { GpuForward } from './gpu-forward.js';
+import { GpuLoraSet, stateHash, type AppliedAdapter } from './lora-weights.js';
 import { PleRows } from './ple-rows.js';
 import { resolveTensors, type ModelTensors } from './tensors.js';
 import { decodeSnapshot, encodeSnapshot } from './snapshot.js';
@@ -77,6 +78,7 @@ export class Gemma4Model {
   private destroyed = false;
   /** Made on first use: tests and `rullama logits` never sample. */
   private sampler: Promise<GpuSampler> | null = null;
+  private lora: GpuLoraSet | null = null;
 
   private constructor(
     private readonly shared: SharedModel,
@@ -167,6 +169,33 @@ export class Gemma4Model {
   /** Tokens per prefill block. */
   get prefillChunk(): number {
     return this.forward.options.maxTokens;
+  }
+
+  /** The LoRA adapters this session applies (none by default). */
+  get adapters(): readonly AppliedAdapter[] {
+    return this.lora?.applied ?? [];
+  }
+
+  /**
+   * Applies LoRA adapters, each at its scale, replacing those applied before ([] removes them);
+   * the base weights stay as they are. Every later forward pass (prefill, decode, logits) adds the
+   * adapters' terms. The KV cache was computed without them, so the conversation starts afresh.
+   * An adapter that does not fit the model is refused before anything changes.
+   */
+  async setAdapters(adapters: readonly AppliedAdapter[]): Promise<void> {
+    this.checkDevice();
+    const next = adapters.length > 0 ? GpuLoraSet.create(this.device, this.file, this.forward.adaptable, [...adapters]) : null;
+    const previous = this.lora;
+    try {
+      await this.forward.setLora(next);
+    } catch (e) {
+      next?.destroy();
+      await this.forward.setLora(previous).catch(() => {});
+      throw await this.explain(e);
+    }
+    this.lora = next;
+    previous?.destroy();
+    this.reset();
   }
 
   /** Tokens already in the KV cache. */
@@ -289,7 +318,7 @@ export class Gemma4Model {
     });
     try {
       const layers = await this.forward.kv.read(this.device, ranges);
-      return encodeSnapshot({ layoutHash: this.layoutHash, tokens: Uint32Array.from(this.history), layers });
+      return encodeSnapshot({ layoutHash: this.stateHash, tokens: Uint32Array.from(this.history), layers });
     } catch (e) {
       throw await this.explain(e);
     }
@@ -301,7 +330,7 @@ export class Gemma4Model {
    */
   loadState(bytes: Uint8Array): void {
     this.checkDevice();
-    const snapshot = decodeSnapshot(bytes, this.layoutHash);
+    const snapshot = decodeSnapshot(bytes, this.stateHash);
     const pos = snapshot.tokens.length;
     if (pos > this.contextSize) throw new RullamaError('context-overflow', `the saved state holds ${pos} tokens, more than this context of ${this.contextSize}`);
     const { vocabSize, slidingWindow } = this.config;
@@ -323,12 +352,18 @@ export class Gemma4Model {
     this.ringFloor = floor;
   }
 
+  /** What a saved state must match: the model, and the adapters applied when it was saved. */
+  private get stateHash(): Uint8Array {
+    return stateHash(this.layoutHash, this.adapters);
+  }
+
   /** Frees this session's GPU buffers, and the weights with the last session. */
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
     void this.sampler?.then((s) => s.destroy(), () => {});
     this.forward.destroy();
+    this.lora?.destroy();
     if (--this.shared.sessions === 0) this.shared.weights.destroy();
   }
 

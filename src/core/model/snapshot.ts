@@ -83,7 +83,7 @@ export function decodeSnapshot(bytes: Uint8Array, expectedHash: Uint8Array): Sna
   const sum = sha256Of(bytes.subarray(0, body));
   if (!sum.every((b, i) => b === bytes[body + i])) throw bad('checksum mismatch (truncated or corrupted)');
   const layoutHash = bytes.slice(8, 8 + HASH_BYTES);
-  if (!layoutHash.every((b, i) => b === expectedHash[i])) throw bad('it was saved from a different model');
+  if (!layoutHash.every((b, i) => b === expectedHash[i])) throw bad('it was saved from a different model, or with different LoRA adapters');
   const n = view.getUint32(24, true);
   const entries = view.getUint32(28, true);
   const need = (at: number, len: number) => {
