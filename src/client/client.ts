@@ -16,7 +16,17 @@ import type { ChatMessage } from '../core/chat/index.js';
 import { RullamaError } from '../core/errors.js';
 import type { ChatOptions, GenerationResult } from '../core/engine.js';
 import type { GenerateOptions, TokenEvent } from '../core/generate.js';
-import { PROTOCOL_VERSION, type Endpoint, type LoadProgressDetail, type ModelInfo, type SourceSpec, type WorkerReply, type WorkerRequest } from '../worker/protocol.js';
+import {
+  PROTOCOL_VERSION,
+  type AdapterSpec,
+  type AdaptersResult,
+  type Endpoint,
+  type LoadProgressDetail,
+  type ModelInfo,
+  type SourceSpec,
+  type WorkerReply,
+  type WorkerRequest,
+} from '../worker/protocol.js';
 import { RemoteGeneration } from './generation.js';
 
 /** What a model can be loaded from, on the page side. */
@@ -28,6 +38,15 @@ export type ModelInput =
   | Blob
   /** A model in an Ollama models folder (see pickOllamaFolder / rememberedOllamaFolder). */
   | { ollama: FileSystemDirectoryHandle; model: string; verify?: boolean };
+
+/**
+ * A LoRA adapter GGUF (llama.cpp / Ollama `ADAPTER` format) on the page side: a URL (relative
+ * URLs resolve against the page; blob: URLs work) or a File/Blob, with its scale (default 1).
+ */
+export interface AdapterInput {
+  source: string | URL | Blob;
+  scale?: number;
+}
 
 export interface ClientOptions {
   /** URL of rullama-worker.js (default: next to this module). */
@@ -256,6 +275,24 @@ function sourceKey(input: ModelInput): string {
   return `ollama:${objectId(input.ollama)}:${input.model}`;
 }
 
+/** What the worker needs to read (or find in its cache) an adapter. */
+export function toAdapterSpec(input: AdapterInput): AdapterSpec {
+  const { source } = input;
+  const scale = input.scale === undefined || input.scale === null ? 1 : Number(input.scale);
+  if (!Number.isFinite(scale)) throw new RullamaError('bad-argument', `an adapter's scale must be a number, not ${String(input.scale)}`);
+  if (typeof Blob !== 'undefined' && source instanceof Blob) {
+    return { key: `blob:${objectId(source)}`, source: { kind: 'blob', blob: source, ...((source as File).name ? { name: (source as File).name } : {}) }, scale };
+  }
+  if (typeof source !== 'string' && !(source instanceof URL)) throw new RullamaError('bad-argument', 'an adapter source is a URL, a File or a Blob');
+  let url: string;
+  try {
+    url = new URL(String(source), document.baseURI).href;
+  } catch (e) {
+    throw new RullamaError('bad-argument', `not a URL: ${String(source)}`, { cause: e });
+  }
+  return { key: `url:${url}`, source: { kind: 'url', url }, scale };
+}
+
 function toSpec(input: ModelInput, options: AcquireOptions): SourceSpec {
   if (typeof input === 'string' || input instanceof URL) {
     return {
@@ -421,6 +458,24 @@ export class RemoteConversation {
   loadState(bytes: Uint8Array): Promise<void> {
     const copy = bytes.slice().buffer as ArrayBuffer;
     return this.client.call({ type: 'restore', conversation: this.id, bytes: copy }, {}, [copy]);
+  }
+
+  /**
+   * Applies LoRA adapters to this conversation (each at its scale), replacing the ones before;
+   * [] removes them. The shared weights and other conversations are untouched; this one's KV
+   * cache starts afresh. Runs after a generation in progress, and generations asked for later wait
+   * for it. An adapter file is read once per model: conversations naming the same URL or Blob
+   * share it. Rejects with the core's error ('bad-gguf', 'wrong-arch', 'bad-argument' for an
+   * adapter of another model, 'not-found', 'io') and then changes nothing.
+   */
+  setAdapters(adapters: readonly AdapterInput[]): Promise<AdaptersResult> {
+    let specs: AdapterSpec[];
+    try {
+      specs = adapters.map(toAdapterSpec);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.client.call({ type: 'adapters', conversation: this.id, adapters: specs });
   }
 
   async close(): Promise<void> {

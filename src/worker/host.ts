@@ -7,14 +7,36 @@
 import { RullamaError } from '../core/errors.js';
 import { Engine, type Conversation, type Generation } from '../core/engine.js';
 import type { ModelSource } from '../core/engine.js';
-import { PROTOCOL_VERSION, toWireError, type Endpoint, type LoadProgressDetail, type ModelInfo, type SourceSpec, type WorkerReply, type WorkerRequest } from './protocol.js';
-import { openModelSource } from './sources.js';
+import type { LoraAdapter } from '../core/lora/index.js';
+import {
+  PROTOCOL_VERSION,
+  toWireError,
+  type AdapterSpec,
+  type AdaptersResult,
+  type Endpoint,
+  type LoadProgressDetail,
+  type ModelInfo,
+  type SourceSpec,
+  type WorkerReply,
+  type WorkerRequest,
+} from './protocol.js';
+import { openAdapterSource, openModelSource } from './sources.js';
+
+/** An adapter read for a model, shared by the conversations that use it. */
+interface CachedAdapter {
+  key: string;
+  adapter: Promise<LoraAdapter>;
+  /** Conversations using it, or waiting for it: at 0 it is forgotten. */
+  users: number;
+}
 
 interface LoadedModel {
   engine: Engine;
   info: ModelInfo;
   /** Whether a client conversation uses the engine's main conversation (its first KV cache). */
   mainTaken: boolean;
+  /** Adapters read for this model, by AdapterSpec.key: two chats with the same adapter read it once. */
+  adapters: Map<string, CachedAdapter>;
 }
 
 interface OpenConversation {
@@ -24,6 +46,10 @@ interface OpenConversation {
   main: boolean;
   /** Settles when the last generation started on it has ended (a reset must not land mid-step). */
   tail: Promise<unknown>;
+  /** Settles when the last adapter change asked for has been made (generations wait for it). */
+  adapting: Promise<unknown>;
+  /** The cached adapters it applies. */
+  adapters: CachedAdapter[];
 }
 
 /** Bytes per second and seconds left of a phase that moves bytes. */
@@ -101,7 +127,7 @@ export function serveEngine(endpoint: Endpoint, options: HostOptions = {}): void
         contextSize: engine.model.contextSize,
         gpuBytes: engine.gpuBytes,
       };
-      return { engine, info, mainTaken: false };
+      return { engine, info, mainTaken: false, adapters: new Map() };
     })();
     loading.set(modelId, task);
     try {
@@ -137,7 +163,7 @@ export function serveEngine(endpoint: Endpoint, options: HostOptions = {}): void
     } else {
       conv = await m.engine.createConversation(contextSize === undefined ? {} : { contextSize });
     }
-    conversations.set(conversationId, { model: modelId, conversation: conv, main, tail: Promise.resolve() });
+    conversations.set(conversationId, { model: modelId, conversation: conv, main, tail: Promise.resolve(), adapting: Promise.resolve(), adapters: [] });
     return { contextSize: conv.contextSize };
   }
 
@@ -145,22 +171,76 @@ export function serveEngine(endpoint: Endpoint, options: HostOptions = {}): void
     const c = conversations.get(conversationId);
     if (!c) return;
     conversations.delete(conversationId);
+    await c.adapting;
     await c.tail;
     const m = models.get(c.model);
+    if (m) dropAdapters(m, c.adapters);
+    c.adapters = [];
     if (c.main) {
-      if (m) m.mainTaken = false;
       try {
+        // The next chat to take the main conversation finds it as a new one: no adapters, no cache.
+        if (c.conversation.adapters.length > 0) await c.conversation.setAdapters([]);
         c.conversation.reset();
       } catch {
         // the engine is gone
       }
+      if (m) m.mainTaken = false;
     } else {
       await c.conversation.dispose();
     }
   }
 
-  async function stream(id: number, c: OpenConversation, generation: Generation): Promise<unknown> {
+  /** Takes a reference to the adapter at `spec` for model `m`, reading it unless a conversation has already. */
+  function takeAdapter(m: LoadedModel, spec: AdapterSpec): { entry: CachedAdapter; read: boolean } {
+    const cached = m.adapters.get(spec.key);
+    if (cached) {
+      cached.users++;
+      return { entry: cached, read: false };
+    }
+    const entry: CachedAdapter = { key: spec.key, adapter: openAdapterSource(spec.source).then((blob) => m.engine.loadAdapter(blob)), users: 1 };
+    m.adapters.set(spec.key, entry);
+    // A file that failed is read again next time (it may have been fixed).
+    entry.adapter.catch(() => m.adapters.get(spec.key) === entry && m.adapters.delete(spec.key));
+    return { entry, read: true };
+  }
+
+  function dropAdapters(m: LoadedModel, entries: readonly CachedAdapter[]): void {
+    for (const entry of entries) {
+      if (--entry.users <= 0 && m.adapters.get(entry.key) === entry) m.adapters.delete(entry.key);
+    }
+  }
+
+  /** Replaces the conversation's adapters, after the changes asked for before (in order). */
+  function setAdapters(c: OpenConversation, specs: readonly AdapterSpec[]): Promise<AdaptersResult> {
+    const run = c.adapting.then(async (): Promise<AdaptersResult> => {
+      const m = await model(c.model);
+      const taken: CachedAdapter[] = [];
+      try {
+        let read = 0;
+        for (const spec of specs) {
+          const t = takeAdapter(m, spec);
+          taken.push(t.entry);
+          if (t.read) read++;
+        }
+        const adapters = await Promise.all(taken.map((t) => t.adapter));
+        await c.conversation.setAdapters(adapters.map((adapter, i) => ({ adapter, scale: specs[i]!.scale ?? 1 })));
+        dropAdapters(m, c.adapters);
+        c.adapters = taken;
+        return { read };
+      } catch (e) {
+        dropAdapters(m, taken);
+        throw e;
+      }
+    });
+    c.adapting = run.catch(() => {});
+    return run;
+  }
+
+  async function stream(id: number, c: OpenConversation, start: () => Generation): Promise<unknown> {
     const run = (async () => {
+      // An adapter change asked for before this generation applies to it.
+      await c.adapting;
+      const generation = start();
       for await (const token of generation) reply({ type: 'token', id, token });
       return generation.result;
     })();
@@ -187,26 +267,34 @@ export function serveEngine(endpoint: Endpoint, options: HostOptions = {}): void
         return {};
       case 'chat': {
         const c = conversation(request.conversation);
-        return { value: await stream(request.id, c, c.conversation.chat(request.messages, { ...request.options, signal })) };
+        return { value: await stream(request.id, c, () => c.conversation.chat(request.messages, { ...request.options, signal })) };
       }
       case 'generate': {
         const c = conversation(request.conversation);
-        return { value: await stream(request.id, c, c.conversation.generate(request.prompt, { ...request.options, signal })) };
+        return { value: await stream(request.id, c, () => c.conversation.generate(request.prompt, { ...request.options, signal })) };
       }
       case 'reset': {
         const c = conversation(request.conversation);
+        await c.adapting;
         await c.tail;
         c.conversation.reset();
         return {};
       }
       case 'save': {
-        const bytes = await conversation(request.conversation).conversation.saveState();
+        const c = conversation(request.conversation);
+        await c.adapting;
+        const bytes = await c.conversation.saveState();
         const buffer = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes.buffer : bytes.slice().buffer;
         return { value: buffer, transfer: [buffer] };
       }
-      case 'restore':
-        await conversation(request.conversation).conversation.loadState(new Uint8Array(request.bytes));
+      case 'restore': {
+        const c = conversation(request.conversation);
+        await c.adapting;
+        await c.conversation.loadState(new Uint8Array(request.bytes));
         return {};
+      }
+      case 'adapters':
+        return { value: await setAdapters(conversation(request.conversation), request.adapters) };
       case 'tokenize':
         return { value: (await model(request.model)).engine.tokenize(request.text) };
       case 'cancel':

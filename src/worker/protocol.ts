@@ -13,7 +13,7 @@ import type { ChatOptions, GenerationResult } from '../core/engine.js';
 import type { GenerateOptions, TokenEvent } from '../core/generate.js';
 
 /** Bumped when a message changes shape: the page and the worker must come from the same build. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Where the worker reads a model from. */
 export type SourceSpec =
@@ -26,6 +26,31 @@ export type SourceSpec =
   | { kind: 'blob'; blob: Blob; name?: string }
   /** A model in an Ollama models folder (a handle from showDirectoryPicker, or OPFS). */
   | { kind: 'ollama'; directory: FileSystemDirectoryHandle; model: string; verify?: boolean };
+
+/** Where the worker reads a LoRA adapter GGUF from (read whole: adapters are small next to models). */
+export type AdapterSourceSpec =
+  /** An absolute URL (http(s), blob: or data:), fetched by the worker. */
+  | { kind: 'url'; url: string }
+  /** A File or Blob. */
+  | { kind: 'blob'; blob: Blob; name?: string };
+
+/** One adapter to apply to a conversation. */
+export interface AdapterSpec {
+  /**
+   * What identifies the file for the worker's cache of read adapters (per model): the absolute
+   * URL, or the page's id of the Blob. Two conversations naming the same key share one read.
+   */
+  key: string;
+  source: AdapterSourceSpec;
+  /** The adapter's scale (default 1: as trained). */
+  scale?: number;
+}
+
+/** What `adapters` answers. */
+export interface AdaptersResult {
+  /** How many adapter files were read for this request (the others came from the worker's cache). */
+  read: number;
+}
 
 /** Load progress: the download cache's phases, then the engine's. */
 export interface LoadProgressDetail {
@@ -67,6 +92,8 @@ export type WorkerRequest =
   | { type: 'reset'; id: number; conversation: number }
   | { type: 'save'; id: number; conversation: number }
   | { type: 'restore'; id: number; conversation: number; bytes: ArrayBuffer }
+  /** Replaces the conversation's LoRA adapters ([] removes them); its KV cache starts afresh. */
+  | { type: 'adapters'; id: number; conversation: number; adapters: AdapterSpec[] }
   | { type: 'tokenize'; id: number; model: number; text: string }
   | { type: 'cancel'; id: number; target: number };
 

@@ -6,7 +6,7 @@ import { RullamaError } from '../core/errors.js';
 import type { ByteSource } from '../core/gguf/source.js';
 import { OllamaStore, fromDirectoryHandle } from '../core/ollama/index.js';
 import { cachedModel } from '../web/model-cache.js';
-import type { LoadProgressDetail, SourceSpec } from './protocol.js';
+import type { AdapterSourceSpec, LoadProgressDetail, SourceSpec } from './protocol.js';
 
 export interface OpenedSource {
   source: string | Blob | ByteSource;
@@ -58,4 +58,24 @@ export async function openModelSource(spec: SourceSpec, options: OpenSourceOptio
       return { source, label: spec.model, owned: true };
     }
   }
+}
+
+/**
+ * An adapter file as a Blob for Engine.loadAdapter. A URL is fetched whole (adapters are read
+ * whole anyway), which also serves the page's blob: and data: URLs.
+ */
+export async function openAdapterSource(spec: AdapterSourceSpec, options: { signal?: AbortSignal } = {}): Promise<Blob> {
+  if (spec.kind === 'blob') return spec.blob;
+  let response: Response;
+  try {
+    response = await fetch(spec.url, { signal: options.signal });
+  } catch (e) {
+    if ((e as Error)?.name === 'AbortError') throw new RullamaError('aborted', 'reading the adapter was cancelled');
+    throw new RullamaError('io', `cannot read the adapter ${spec.url}: ${(e as Error)?.message ?? e}`, { cause: e });
+  }
+  if (!response.ok) {
+    throw new RullamaError(response.status === 404 || response.status === 410 ? 'not-found' : 'io', `the adapter ${spec.url} answered HTTP ${response.status}`);
+  }
+  const blob = await response.blob();
+  return new File([blob], urlLabel(spec.url));
 }

@@ -1,8 +1,9 @@
 import { expect, fixture, html, oneEvent, waitUntil } from '@open-wc/testing';
 import { sendKeys } from '@web/test-runner-commands';
-import { RullamaClient } from '../../src/client/client.js';
+import { RullamaClient, type AdapterInput } from '../../src/client/client.js';
 import { setOllamaFolder } from '../../src/client/ollama-folder.js';
 import { OllamaMediaType } from '../../src/core/ollama/index.js';
+import type { ChatMessage } from '../../src/core/chat/index.js';
 import type { RullamaChat } from '../../src/elements/chat/chat.js';
 import { defineElements } from '../../src/elements/define.js';
 import type { RullamaChatState } from '../../src/elements/events/state.js';
@@ -12,6 +13,9 @@ defineElements();
 
 // Written by scripts/test-fixtures.ts before the browser suite runs; served with HTTP Range.
 const MODEL = '/test-output/fixtures/tiny-e2b.gguf';
+// LoRA adapters for it (scripts/test-fixtures.ts): one that fits, one made for wider weights.
+const ADAPTER = '/test-output/fixtures/tiny-e2b-lora.gguf';
+const MISFIT = '/test-output/fixtures/tiny-e2b-lora-misfit.gguf';
 const modelKey = `url:${new URL(MODEL, location.href).href}`;
 const client = () => RullamaClient.shared();
 const refsOfModel = () => client().loadedModels.find((m) => m.key === modelKey)?.refs ?? 0;
@@ -30,6 +34,15 @@ function record(el: HTMLElement) {
 }
 
 const shadow = (el: HTMLElement) => el.shadowRoot!;
+
+async function rejection(p: Promise<unknown>): Promise<{ code?: string; message: string }> {
+  try {
+    await p;
+  } catch (e) {
+    return e as { code?: string; message: string };
+  }
+  throw new Error('expected a rejection');
+}
 
 describe('<rullama-chat>', () => {
   let keepAlive: RullamaModel | null = null;
@@ -310,13 +323,98 @@ describe('<rullama-chat>', () => {
     expect(el.messages).to.have.length(2);
   });
 
-  it('reports an adapter as unsupported instead of ignoring it', async () => {
-    const el = await fixture<RullamaChat>(html`<rullama-chat model=${MODEL} adapter="/tuned.gguf"></rullama-chat>`);
+  it('applies a LoRA adapter to its conversation without reloading the model, exactly as the engine does, and removes it', async () => {
+    // The oracle: a conversation of the core engine (in the worker, on the same weights) given the adapter directly.
+    const oracleRef = client().acquire(MODEL);
+    const oracle = await oracleRef.openConversation({ contextSize: 64 });
+    const greedy = async (messages: ChatMessage[], adapters: AdapterInput[]) => {
+      await oracle.setAdapters(adapters); // also starts its KV cache afresh, as the chat's is
+      return (await oracle.chat(messages, { temperature: 0, maxTokens: 4, overflow: 'drop-oldest', template: { thinking: false } }).result).tokens;
+    };
+    const ask: ChatMessage = { role: 'user', content: 'Tell me about the sea.' };
+    const el = await fixture<RullamaChat>(html`<rullama-chat model=${MODEL} context-size="64" max-tokens="4" temperature="0" autoload></rullama-chat>`);
+    await oneEvent(el, 'rullama-ready');
+    const refs = refsOfModel();
+    const log = record(el);
+    const answer = async (text: string) => {
+      const before = log.of('rullama-token').length;
+      await el.send(text);
+      return log.of('rullama-token').slice(before).map((t) => t.id as number);
+    };
+    const base = await answer(ask.content as string);
+
+    // The adapter applies to the next answer, over the whole conversation: its cache starts afresh.
+    el.setAttribute('adapter', ADAPTER);
+    const follow: ChatMessage = { role: 'user', content: 'And the tides?' };
+    const asked = [...el.messages, follow];
+    const tuned = await answer(follow.content as string);
+    // The worker read the file for the chat: the oracle's conversation finds it in the cache.
+    expect(await oracle.setAdapters([{ source: ADAPTER }])).to.deep.equal({ read: 0 });
+    expect(tuned).to.deep.equal(await greedy(asked, [{ source: ADAPTER }]));
+    expect(tuned).to.not.deep.equal(await greedy(asked, []));
+    expect(el.stats!.reusedTokens).to.equal(0);
+    expect(el.stats!.promptTokens).to.be.above(10);
+
+    // Half strength; then the attribute removed: the base model's answer again.
+    el.setAttribute('adapter-scale', '0.5');
+    await el.reset();
+    const half = await answer(ask.content as string);
+    expect(half).to.deep.equal(await greedy([ask], [{ source: ADAPTER, scale: 0.5 }]));
+    expect(half).to.not.deep.equal(base);
+    el.removeAttribute('adapter');
+    await el.reset();
+    expect(await answer(ask.content as string)).to.deep.equal(base);
+
+    // The property takes Files/Blobs: the same file as a Blob, at half strength.
+    el.adapters = [{ source: await (await fetch(ADAPTER)).blob(), scale: 0.5 }];
+    await el.reset();
+    expect(await answer(ask.content as string)).to.deep.equal(half);
+    el.adapters = [];
+
+    // No reload, no error along the way.
+    expect(log.of('rullama-ready')).to.have.length(0);
+    expect(log.of('rullama-load-progress')).to.have.length(0);
+    expect(log.of('rullama-error')).to.have.length(0);
+    expect(log.states()).to.not.include('loading');
+    expect(refsOfModel()).to.equal(refs);
+
+    // An adapter of another model: rullama-error with the core's code, and no answer until it is undone.
+    el.setAttribute('adapter', MISFIT);
+    const failed = await oneEvent(el, 'rullama-error');
+    expect(failed.detail.code).to.equal('bad-argument');
+    expect(failed.detail.message).to.match(/blk\.\d+\./);
+    expect(el.state).to.equal('error');
+    const tokens = log.of('rullama-token').length;
+    expect((await rejection(el.send('Still there?'))).code).to.equal('bad-argument');
+    expect(log.of('rullama-token')).to.have.length(tokens);
+    el.removeAttribute('adapter');
+    await waitUntil(() => el.state === 'idle', 'the error cleared once the adapter was removed');
+    await el.reset();
+    expect(await answer(ask.content as string)).to.deep.equal(base);
+    el.remove();
+    await oracle.close();
+    oracleRef.release();
+  });
+
+  it('fails its load on a bad adapter file with the core\'s code, and loads once the adapter is fixed', async () => {
+    const el = document.createElement('rullama-chat');
+    el.setAttribute('model', MODEL);
+    el.setAttribute('max-tokens', '2');
+    el.setAttribute('autoload', '');
+    el.adapters = [{ source: new Blob(['this is not a GGUF file, let alone an adapter']) }];
+    const log = record(el);
     const failed = oneEvent(el, 'rullama-error');
-    el.load().catch(() => {});
-    const { detail } = await failed;
-    expect(detail.code).to.equal('unsupported');
-    expect(detail.message).to.match(/LoRA/);
+    (await fixture<HTMLDivElement>(html`<div></div>`)).append(el);
+    expect((await failed).detail.code).to.equal('bad-gguf');
+    expect(el.state).to.equal('error');
+    expect(log.of('rullama-ready')).to.have.length(0);
+    const ready = oneEvent(el, 'rullama-ready');
+    el.adapters = [{ source: ADAPTER, scale: 2 }];
+    await ready;
+    expect(log.states().slice(-2)).to.deep.equal(['loading', 'idle']);
+    expect((await el.send('Hi'))!.role).to.equal('assistant');
+    expect(el.stats!.generatedTokens).to.equal(2);
+    el.remove();
   });
 
   it('takes replacement strings, and restyling keeps the conversation', async () => {

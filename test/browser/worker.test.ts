@@ -1,11 +1,14 @@
 import { expect } from '@open-wc/testing';
-import { RullamaClient } from '../../src/client/client.js';
+import { RullamaClient, type RemoteConversation } from '../../src/client/client.js';
 import { BOS_TEXT, renderChat } from '../../src/core/chat/index.js';
 import type { LoadProgressDetail } from '../../src/worker/protocol.js';
 
 // Written by scripts/test-fixtures.ts before the browser suite runs; served with HTTP Range.
 const MODEL = '/test-output/fixtures/tiny-e2b.gguf';
 const ASK = [{ role: 'user' as const, content: 'Name three colours of the sea.' }];
+// LoRA adapters for it (scripts/test-fixtures.ts): one that fits, one made for wider weights.
+const ADAPTER = '/test-output/fixtures/tiny-e2b-lora.gguf';
+const MISFIT = '/test-output/fixtures/tiny-e2b-lora-misfit.gguf';
 
 async function rejection(p: Promise<unknown>): Promise<{ code?: string; message: string }> {
   try {
@@ -17,7 +20,7 @@ async function rejection(p: Promise<unknown>): Promise<{ code?: string; message:
 }
 
 describe('the engine worker (RullamaClient)', () => {
-  it('loads a model in the worker, streams tokens, shares the weights between conversations and frees them on the last release', async () => {
+  it('loads a model in the worker, streams tokens, shares the weights between conversations (each with its own LoRA adapters) and frees them on the last release', async () => {
     const client = new RullamaClient();
     try {
       const phases: string[] = [];
@@ -67,6 +70,28 @@ describe('the engine worker (RullamaClient)', () => {
       expect(resumed.tokens).to.deep.equal((await one.generate(next, { maxTokens: 2, temperature: 0.8, seed: 5 }).result).tokens);
 
       expect(await a.tokenize('hello world')).to.deep.equal([2, 23391, 1902]);
+
+      // LoRA adapters per conversation: a file is read once per model, the weights stay shared and untouched.
+      const greedy = async (c: RemoteConversation) => (await c.chat(ASK, { maxTokens: 4, temperature: 0 }).result).tokens;
+      const base = await greedy(one);
+      expect(await one.setAdapters([{ source: ADAPTER }])).to.deep.equal({ read: 1 });
+      expect(await three.setAdapters([{ source: new URL(ADAPTER, location.href) }])).to.deep.equal({ read: 0 });
+      const tuned = await greedy(one);
+      expect(tuned).to.not.deep.equal(base);
+      expect((await one.chat(ASK, { maxTokens: 4, temperature: 0 }).result).stats.reusedTokens).to.be.above(0);
+      expect(await greedy(three)).to.deep.equal(tuned);
+      expect(await greedy(two)).to.deep.equal(base);
+      // Refused with the core's code, changing nothing.
+      expect((await rejection(three.setAdapters([{ source: MISFIT }]))).code).to.equal('bad-argument');
+      expect((await rejection(three.setAdapters([{ source: '/test-output/fixtures/no-such-adapter.gguf' }]))).code).to.equal('not-found');
+      expect(await greedy(three)).to.deep.equal(tuned);
+      // A change asked for right before a generation applies to it; [] removes the adapters.
+      void three.setAdapters([]);
+      expect(await greedy(three)).to.deep.equal(base);
+      // Once no conversation uses the file, it is forgotten (read again next time).
+      expect(await one.setAdapters([])).to.deep.equal({ read: 0 });
+      expect(await one.setAdapters([{ source: ADAPTER, scale: 0.5 }])).to.deep.equal({ read: 1 });
+
       a.release();
       expect(client.loadedModels[0]!.refs).to.equal(1);
       b.release();

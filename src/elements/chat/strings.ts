@@ -55,7 +55,6 @@ export const CHAT_STRINGS = {
     'context-overflow': 'The conversation no longer fits the model\'s context. Start a new conversation, or allow dropping old turns.',
     unsupported: 'This is not supported yet.',
   } as Record<string, string>,
-  adapterUnsupported: 'LoRA adapters are not supported in <rullama-chat> yet: the adapter attribute was ignored.',
 };
 
 export type ChatStrings = typeof CHAT_STRINGS;
