@@ -13,6 +13,7 @@ import { Gemma4Model } from '../core/model/model.js';
 import { ReferenceModel } from '../core/reference/forward.js';
 import { AdapterUsageError, describeAdapters, readAdapters } from './adapters.js';
 import { bench, BenchUsageError } from './bench.js';
+import { train, TrainUsageError } from './train.js';
 import { openNodeDevice } from './gpu.js';
 
 const USAGE = `usage:
@@ -24,7 +25,11 @@ const USAGE = `usage:
                    [--top-k K] [--top-p P] [--min-p P] [--seed S] [--repeat-penalty R] [--presence-penalty P]
                    [--frequency-penalty F] [--context N] [--adapter <lora.gguf>[:scale]]... [--json]
   rullama bench --model <model.gguf> [--prompt-tokens N] [--gen-tokens M] [--runs R] [--prefill-chunk C]
-                [--long-tokens N] [--adapter <lora.gguf>[:scale]]... [--json]`;
+                [--long-tokens N] [--adapter <lora.gguf>[:scale]]... [--json]
+  rullama train --model <model.gguf> --data <data.jsonl|.txt> --out <adapter.gguf> [--rank R] [--alpha A] [--lr LR]
+                [--steps N | --epochs E] [--seq-len L] [--batch B] [--targets q,k,v,o,gate,up,down] [--layers 0,1,…] [--seed S]
+                [--warmup N] [--dropout P] [--weight-decay W] [--max-grad-norm G] [--val-fraction F]
+                [--checkpoint <file> [--checkpoint-every N]] [--json]`;
 
 class UsageError extends Error {}
 
@@ -165,7 +170,7 @@ async function generateCommand(args: string[]): Promise<unknown> {
   }
 }
 
-const COMMANDS: Record<string, (args: string[]) => Promise<unknown>> = { inspect, tokenize, detokenize, logits, generate: generateCommand, bench };
+const COMMANDS: Record<string, (args: string[]) => Promise<unknown>> = { inspect, tokenize, detokenize, logits, generate: generateCommand, bench, train };
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -183,7 +188,7 @@ async function main(argv: string[]): Promise<number> {
     if (result !== undefined) process.stdout.write(typeof result === 'string' ? `${result}\n` : `${JSON.stringify(result, null, name === 'inspect' ? 2 : 0)}\n`);
     return 0;
   } catch (e) {
-    if (e instanceof UsageError || e instanceof BenchUsageError || e instanceof AdapterUsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    if (e instanceof UsageError || e instanceof BenchUsageError || e instanceof AdapterUsageError || e instanceof TrainUsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       console.error(`rullama ${name}: ${(e as Error).message}\n${USAGE}`);
       return 2;
     }

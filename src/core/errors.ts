@@ -29,7 +29,7 @@ export type RullamaErrorCode =
   | 'device-lost'
   /** The GPU ran out of memory. */
   | 'oom'
-  /** A saved state that is truncated, corrupted, of another format version or from another model. */
+  /** A saved state or training checkpoint that is truncated, corrupted, of another format version or from another model. */
   | 'bad-snapshot'
   /** The conversation no longer fits the context window. */
   | 'context-overflow'

@@ -107,6 +107,11 @@ export class Gemma4Model {
     return this.shared.device;
   }
 
+  /** @internal What the trainer builds on: the shared weights, per-layer rows and pipelines. */
+  get parts(): Pick<SharedModel, 'file' | 'config' | 'tensors' | 'device' | 'weights' | 'ple' | 'ropeFactors' | 'pipelines'> {
+    return this.shared;
+  }
+
   private get ple(): PleRows | null {
     return this.shared.ple;
   }
