@@ -24,10 +24,14 @@ import {
   type LoadProgressDetail,
   type ModelInfo,
   type SourceSpec,
+  type TrainJobInfo,
+  type WireTrainOptions,
+  type WireTrainProgress,
   type WorkerReply,
   type WorkerRequest,
 } from '../worker/protocol.js';
 import { RemoteGeneration } from './generation.js';
+import { RemoteTrainer, TrainedAdapter } from './training.js';
 
 /** What a model can be loaded from, on the page side. */
 export type ModelInput =
@@ -67,6 +71,7 @@ export interface AcquireOptions {
 type Pending = {
   onProgress?: (p: LoadProgressDetail) => void;
   onToken?: (t: TokenEvent) => void;
+  onTrainProgress?: (p: WireTrainProgress) => void;
   resolve: (value: unknown) => void;
   reject: (error: unknown) => void;
 };
@@ -246,6 +251,9 @@ export class RullamaClient {
       case 'token':
         p.onToken?.(reply.token);
         return;
+      case 'train-progress':
+        p.onTrainProgress?.(reply.progress);
+        return;
       case 'done':
         this.pending.delete(reply.id);
         p.resolve(reply.value);
@@ -280,6 +288,9 @@ export function toAdapterSpec(input: AdapterInput): AdapterSpec {
   const { source } = input;
   const scale = input.scale === undefined || input.scale === null ? 1 : Number(input.scale);
   if (!Number.isFinite(scale)) throw new RullamaError('bad-argument', `an adapter's scale must be a number, not ${String(input.scale)}`);
+  if (source instanceof TrainedAdapter) {
+    return { key: `trained:${source.job}:${source.version}`, source: { kind: 'trained', job: source.job, version: source.version, blob: source }, scale };
+  }
   if (typeof Blob !== 'undefined' && source instanceof Blob) {
     return { key: `blob:${objectId(source)}`, source: { kind: 'blob', blob: source, ...((source as File).name ? { name: (source as File).name } : {}) }, scale };
   }
@@ -403,6 +414,23 @@ export class ModelRef {
     const id = RemoteConversation.nextId++;
     const { contextSize } = await this.model.client.call<{ contextSize: number }>({ type: 'open', model: this.model.id, conversation: id, ...(options.contextSize ? { contextSize: options.contextSize } : {}) });
     return new RemoteConversation(this.model.client, id, contextSize);
+  }
+
+  /**
+   * A LoRA training job on this model: `dataset` (JSON Lines of messages, prompt/completion or
+   * text records, or plain text) is parsed and split in the worker; the bad lines come back in
+   * `info.problems`. With no usable example it rejects with 'bad-argument' (the problems in its
+   * message). With `checkpoint`, a checkpoint of the same run in OPFS is restored.
+   */
+  async train(dataset: string, options: WireTrainOptions = {}): Promise<RemoteTrainer> {
+    await this.model.ready;
+    const id = RemoteTrainer.nextId++;
+    const info = await this.model.client.call<TrainJobInfo>({ type: 'train-create', model: this.model.id, job: id, dataset, options });
+    if (!info.created) {
+      const reasons = info.problems.slice(0, 3).map((p) => `line ${p.line}: ${p.reason}`).join('; ');
+      throw Object.assign(new RullamaError('bad-argument', `no usable training example${reasons ? ` (${reasons}${info.problems.length > 3 ? '; …' : ''})` : ''}`), { problems: info.problems });
+    }
+    return new RemoteTrainer(this.model.client, id, info);
   }
 
   tokenize(text: string): Promise<number[]> {

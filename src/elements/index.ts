@@ -4,5 +4,7 @@ export type { ChatAdapter } from './chat/adapters.js';
 export { CHAT_STRINGS, type ChatStrings } from './chat/strings.js';
 export { renderMarkdown, splitThinking } from './chat/markdown.js';
 export { RullamaModel } from './model/model.js';
+export { RullamaTrainer } from './trainer/trainer.js';
+export { TRAINER_STRINGS, type TrainerStrings } from './trainer/strings.js';
 export { defineElements } from './define.js';
 export * from './events/index.js';

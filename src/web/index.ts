@@ -7,3 +7,4 @@ export {
   type CachedModelProgress,
   type CachedModelInfo,
 } from './model-cache.js';
+export { saveCheckpoint, loadCheckpoint, deleteCheckpoint } from './checkpoints.js';

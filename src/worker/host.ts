@@ -21,6 +21,7 @@ import {
   type WorkerRequest,
 } from './protocol.js';
 import { openAdapterSource, openModelSource } from './sources.js';
+import { TrainingJobs } from './training.js';
 
 /** An adapter read for a model, shared by the conversations that use it. */
 interface CachedAdapter {
@@ -85,6 +86,7 @@ export function serveEngine(endpoint: Endpoint, options: HostOptions = {}): void
   const loading = new Map<number, Promise<LoadedModel>>();
   const conversations = new Map<number, OpenConversation>();
   const running = new Map<number, AbortController>();
+  const training = new TrainingJobs();
 
   const reply = (message: WorkerReply, transfer: Transferable[] = []) => endpoint.postMessage(message, transfer);
   const gpu = (): GPU => {
@@ -147,6 +149,7 @@ export function serveEngine(endpoint: Endpoint, options: HostOptions = {}): void
   async function unload(modelId: number): Promise<void> {
     loading.delete(modelId);
     const m = models.get(modelId);
+    await training.disposeModel(modelId);
     models.delete(modelId);
     for (const [id, c] of conversations) if (c.model === modelId) conversations.delete(id);
     await m?.engine.dispose();
@@ -197,11 +200,20 @@ export function serveEngine(endpoint: Endpoint, options: HostOptions = {}): void
       cached.users++;
       return { entry: cached, read: false };
     }
-    const entry: CachedAdapter = { key: spec.key, adapter: openAdapterSource(spec.source).then((blob) => m.engine.loadAdapter(blob)), users: 1 };
+    const source = spec.source;
+    // A trained adapter this worker still holds applies as is; else its GGUF is read like a file.
+    const held = source.kind === 'trained' ? training.exportedAdapter(source.job, modelIdOf(m), source.version) : null;
+    const adapter = held ? Promise.resolve(held) : openAdapterSource(source).then((blob) => m.engine.loadAdapter(blob));
+    const entry: CachedAdapter = { key: spec.key, adapter, users: 1 };
     m.adapters.set(spec.key, entry);
     // A file that failed is read again next time (it may have been fixed).
     entry.adapter.catch(() => m.adapters.get(spec.key) === entry && m.adapters.delete(spec.key));
     return { entry, read: true };
+  }
+
+  function modelIdOf(m: LoadedModel): number {
+    for (const [id, loaded] of models) if (loaded === m) return id;
+    return -1;
   }
 
   function dropAdapters(m: LoadedModel, entries: readonly CachedAdapter[]): void {
@@ -297,6 +309,22 @@ export function serveEngine(endpoint: Endpoint, options: HostOptions = {}): void
         return { value: await setAdapters(conversation(request.conversation), request.adapters) };
       case 'tokenize':
         return { value: (await model(request.model)).engine.tokenize(request.text) };
+      case 'train-create': {
+        const m = await model(request.model);
+        return { value: await training.create(request.job, request.model, m.engine, request.dataset, request.options) };
+      }
+      case 'train-run':
+        return { value: await training.run(request.job, signal, (progress) => reply({ type: 'train-progress', id: request.id, progress })) };
+      case 'train-export': {
+        const { bytes, version } = await training.export(request.job, request.name);
+        const buffer = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? (bytes.buffer as ArrayBuffer) : (bytes.slice().buffer as ArrayBuffer);
+        return { value: { bytes: buffer, version }, transfer: [buffer] };
+      }
+      case 'train-checkpoint':
+        return { value: await training.checkpoint(request.job) };
+      case 'train-dispose':
+        await training.dispose(request.job, request.forget);
+        return {};
       case 'cancel':
         running.get(request.target)?.abort(new RullamaError('aborted', 'cancelled by the page'));
         return {};

@@ -11,9 +11,11 @@ import type { ChatMessage } from '../core/chat/index.js';
 import type { RullamaErrorCode } from '../core/errors.js';
 import type { ChatOptions, GenerationResult } from '../core/engine.js';
 import type { GenerateOptions, TokenEvent } from '../core/generate.js';
+import type { DataProblem } from '../core/train/data.js';
+import type { TrainOptions, TrainProgress, TrainResult } from '../core/train/trainer.js';
 
 /** Bumped when a message changes shape: the page and the worker must come from the same build. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** Where the worker reads a model from. */
 export type SourceSpec =
@@ -32,7 +34,13 @@ export type AdapterSourceSpec =
   /** An absolute URL (http(s), blob: or data:), fetched by the worker. */
   | { kind: 'url'; url: string }
   /** A File or Blob. */
-  | { kind: 'blob'; blob: Blob; name?: string };
+  | { kind: 'blob'; blob: Blob; name?: string }
+  /**
+   * An adapter a training job of the same model exported (version `version`): the worker applies
+   * the adapter it holds, without reading a file; `blob` (its GGUF) is read instead when the job
+   * has gone or exported a newer version since.
+   */
+  | { kind: 'trained'; job: number; version: number; blob: Blob };
 
 /** One adapter to apply to a conversation. */
 export interface AdapterSpec {
@@ -81,6 +89,41 @@ export interface ModelInfo {
 export type WireChatOptions = Omit<ChatOptions, 'signal'>;
 export type WireGenerateOptions = Omit<GenerateOptions, 'signal'>;
 
+/** Training options on the wire (no initial adapter), with the train/validation split. */
+export interface WireTrainOptions extends Omit<TrainOptions, 'initial'> {
+  /** Share of the examples held out for the validation loss (default 0: none). */
+  validationFraction?: number;
+  /** Keep checkpoints in OPFS (keyed by the run: model, data and options) so a reload resumes. */
+  checkpoint?: boolean;
+  /** With `checkpoint`: also save every this many steps (default: only on pause and at the end). */
+  checkpointEvery?: number;
+}
+
+/** What `train-create` answers. */
+export interface TrainJobInfo {
+  /** Lines of the dataset that could not be used, with why (none is dropped silently). */
+  problems: DataProblem[];
+  /** Usable examples, and how they were split. */
+  examples: number;
+  trainExamples: number;
+  validationExamples: number;
+  /** Whether the job was created (false when no example was usable). */
+  created: boolean;
+  /** Optimiser steps in all, and done (more than 0 when a checkpoint was restored). */
+  totalSteps: number;
+  step: number;
+  history: { step: number; loss: number; valLoss?: number }[];
+  /** What identifies the run (model, data, options): the checkpoint's key. */
+  runId: string;
+  /** Whether an OPFS checkpoint of this run was restored. */
+  restored: boolean;
+  /** A checkpoint that was there but could not be restored, and why (it was deleted). */
+  checkpointProblem?: string;
+}
+
+export type WireTrainProgress = TrainProgress;
+export type WireTrainResult = TrainResult;
+
 export type WorkerRequest =
   | { type: 'hello'; id: number; version: number }
   | { type: 'load'; id: number; model: number; source: SourceSpec; contextSize?: number }
@@ -95,6 +138,16 @@ export type WorkerRequest =
   /** Replaces the conversation's LoRA adapters ([] removes them); its KV cache starts afresh. */
   | { type: 'adapters'; id: number; conversation: number; adapters: AdapterSpec[] }
   | { type: 'tokenize'; id: number; model: number; text: string }
+  /** Parses `dataset`, splits it and sets up a LoRA training job on the model (restoring its OPFS checkpoint when asked). */
+  | { type: 'train-create'; id: number; model: number; job: number; dataset: string; options: WireTrainOptions }
+  /** Trains until the end (progress as `train-progress` replies); `cancel` pauses after the current step ('aborted'). */
+  | { type: 'train-run'; id: number; job: number }
+  /** The adapter as it stands, as a LoRA GGUF; the worker keeps it (as `version`) for `trained` adapter sources. */
+  | { type: 'train-export'; id: number; job: number; name: string }
+  /** Saves the job's checkpoint to OPFS now. */
+  | { type: 'train-checkpoint'; id: number; job: number }
+  /** Frees the job's GPU buffers; `forget` also deletes its OPFS checkpoint. */
+  | { type: 'train-dispose'; id: number; job: number; forget?: boolean }
   | { type: 'cancel'; id: number; target: number };
 
 export interface WireError {
@@ -105,6 +158,7 @@ export interface WireError {
 export type WorkerReply =
   | { type: 'progress'; id: number; progress: LoadProgressDetail }
   | { type: 'token'; id: number; token: TokenEvent }
+  | { type: 'train-progress'; id: number; progress: WireTrainProgress }
   | { type: 'done'; id: number; value?: unknown }
   | { type: 'error'; id: number; error: WireError };
 

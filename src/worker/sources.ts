@@ -65,7 +65,7 @@ export async function openModelSource(spec: SourceSpec, options: OpenSourceOptio
  * whole anyway), which also serves the page's blob: and data: URLs.
  */
 export async function openAdapterSource(spec: AdapterSourceSpec, options: { signal?: AbortSignal } = {}): Promise<Blob> {
-  if (spec.kind === 'blob') return spec.blob;
+  if (spec.kind === 'blob' || spec.kind === 'trained') return spec.blob;
   let response: Response;
   try {
     response = await fetch(spec.url, { signal: options.signal });

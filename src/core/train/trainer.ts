@@ -261,12 +261,13 @@ export class LoraTrainer {
       stepTokens.push(tokens - tokensBefore);
       this.stepCount++;
       this.consumed += batch.length;
+      // Recorded before validating, so a cancellation during validation keeps the step's entry.
       const entry: { step: number; loss: number; valLoss?: number } = { step: this.stepCount, loss: lossSum / Math.max(1, count) };
+      this.history.push(entry);
       if (this.validation.length > 0 && (this.stepCount % validateEvery === 0 || this.stepCount === this.totalSteps)) {
         report('validation', 0);
         entry.valLoss = valLoss = await this.validationLoss(signal);
       }
-      this.history.push(entry);
       report('optimizer', 0);
     }
     const ms = performance.now() - start;

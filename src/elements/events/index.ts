@@ -7,6 +7,9 @@ export * from './token.js';
 export * from './message.js';
 export * from './state.js';
 export * from './cancel.js';
+export * from './train-progress.js';
+export * from './train-done.js';
+export * from './adapter-applied.js';
 import type { RullamaCancelEvent } from './cancel.js';
 import type { RullamaErrorEvent } from './error.js';
 import type { RullamaInspectReadyEvent } from './inspect-ready.js';
@@ -16,6 +19,9 @@ import type { RullamaReadyEvent } from './ready.js';
 import type { RullamaSendEvent } from './send.js';
 import type { RullamaStateEvent } from './state.js';
 import type { RullamaTokenEvent } from './token.js';
+import type { RullamaTrainProgressEvent } from './train-progress.js';
+import type { RullamaTrainDoneEvent } from './train-done.js';
+import type { RullamaAdapterAppliedEvent } from './adapter-applied.js';
 
 declare global {
   interface GlobalEventHandlersEventMap {
@@ -28,6 +34,9 @@ declare global {
     'rullama-message': RullamaMessageEvent;
     'rullama-state': RullamaStateEvent;
     'rullama-cancel': RullamaCancelEvent;
+    'rullama-train-progress': RullamaTrainProgressEvent;
+    'rullama-train-done': RullamaTrainDoneEvent;
+    'rullama-adapter-applied': RullamaAdapterAppliedEvent;
   }
   interface HTMLElementEventMap {
     'rullama-error': RullamaErrorEvent;
@@ -39,5 +48,8 @@ declare global {
     'rullama-message': RullamaMessageEvent;
     'rullama-state': RullamaStateEvent;
     'rullama-cancel': RullamaCancelEvent;
+    'rullama-train-progress': RullamaTrainProgressEvent;
+    'rullama-train-done': RullamaTrainDoneEvent;
+    'rullama-adapter-applied': RullamaAdapterAppliedEvent;
   }
 }

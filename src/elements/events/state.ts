@@ -4,10 +4,16 @@
  */
 export type RullamaChatState = 'idle' | 'loading' | 'prefill' | 'generating' | 'error';
 
-/** Fired by <rullama-chat> when its state changes. */
-export class RullamaStateEvent extends CustomEvent<{ state: RullamaChatState; previous: RullamaChatState }> {
+/**
+ * What a trainer is doing: 'idle' (not started), 'loading' (the model), 'preparing' (reading the
+ * dataset, setting up the job), 'training', 'paused', 'done', 'error'.
+ */
+export type RullamaTrainerState = 'idle' | 'loading' | 'preparing' | 'training' | 'paused' | 'done' | 'error';
+
+/** Fired by <rullama-chat> and <rullama-trainer> when their state changes. */
+export class RullamaStateEvent<S extends string = RullamaChatState> extends CustomEvent<{ state: S; previous: S }> {
   static readonly type = 'rullama-state';
-  constructor(state: RullamaChatState, previous: RullamaChatState) {
+  constructor(state: S, previous: S) {
     super(RullamaStateEvent.type, { detail: { state, previous }, bubbles: true, composed: true });
   }
 }

@@ -1,0 +1,66 @@
+/**
+ * Every user-facing string of <rullama-trainer>, replaceable through its `strings` property (i18n):
+ * `trainer.strings = { start: 'Démarrer' }` (missing keys fall back to these).
+ */
+import { CHAT_STRINGS } from '../chat/strings.js';
+
+export const TRAINER_STRINGS = {
+  title: 'Fine-tune (LoRA)',
+  dataset: 'Training data',
+  datasetHint: 'JSON Lines ({"messages": […]}, {"prompt", "completion"} or {"text"}) or plain text (documents separated by blank lines). Drop a file here, open one, or type.',
+  openFile: 'Open a file…',
+  dropHere: 'Drop the dataset file here',
+  settings: 'Settings',
+  rank: 'Rank',
+  alpha: 'Alpha',
+  learningRate: 'Learning rate',
+  steps: 'Steps',
+  epochs: 'Epochs',
+  batchSize: 'Batch size',
+  maxLength: 'Max length',
+  targets: 'Targets',
+  validation: 'Validation',
+  allTargets: 'all',
+  start: 'Start',
+  pause: 'Pause',
+  resume: 'Resume',
+  cancel: 'Cancel',
+  exportAdapter: 'Export adapter',
+  useInChat: 'Use in chat',
+  controls: 'Training',
+  chart: 'Loss',
+  trainLoss: 'train',
+  validationLoss: 'validation',
+  stepAxis: 'step',
+  lossAxis: 'loss',
+  chartSummary: (step: number, loss: number | null, valLoss: number | null) =>
+    step === 0 ? 'No step yet.' : `After step ${step}: training loss ${loss?.toFixed(3) ?? '—'}${valLoss !== null ? `, validation loss ${valLoss.toFixed(3)}` : ''}.`,
+  progress: 'Training progress',
+  stepOf: (step: number, total: number) => `Step ${step} of ${total}`,
+  tokensPerSecond: (n: number) => `${n >= 100 ? Math.round(n) : n.toFixed(1)} tokens/s`,
+  timeLeft: CHAT_STRINGS.timeLeft,
+  phases: {
+    forward: 'forward',
+    loss: 'loss',
+    backward: 'backward',
+    optimizer: 'update',
+    validation: 'validation',
+  } as Record<string, string>,
+  layer: (phase: string, layer: number) => `${phase}, layer ${layer}`,
+  loadingModel: 'Loading the model',
+  preparing: 'Reading the dataset',
+  examples: (train: number, validation: number) => `${train} training example${train === 1 ? '' : 's'}, ${validation} for validation.`,
+  problemsTitle: (n: number) => `${n} line${n === 1 ? '' : 's'} could not be used`,
+  problem: (line: number, reason: string) => `Line ${line}: ${reason}`,
+  restored: (step: number) => `Continued from the checkpoint saved at step ${step}.`,
+  checkpointProblem: (reason: string) => `The saved checkpoint could not be used (${reason}); training starts afresh.`,
+  stepDone: (step: number, total: number, loss: number) => `Step ${step} of ${total} done, loss ${loss.toFixed(3)}.`,
+  paused: (step: number) => `Paused after step ${step}.`,
+  cancelled: 'Training cancelled.',
+  done: (steps: number, loss: number) => `Training done: ${steps} steps, final loss ${loss.toFixed(3)}.`,
+  applied: (chats: number) => (chats === 0 ? 'No chat on this model to apply the adapter to.' : `The adapter now applies to ${chats} chat${chats === 1 ? '' : 's'}.`),
+  errorTitle: 'Training failed',
+  dismiss: 'Dismiss',
+};
+
+export type TrainerStrings = typeof TRAINER_STRINGS;
