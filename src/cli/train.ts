@@ -19,6 +19,9 @@ import { openNodeDevice } from './gpu.js';
 
 export class TrainUsageError extends Error {}
 
+/** Three significant digits: a software GPU trains at a fraction of a token per second. */
+const speed = (x: number) => Number(x.toPrecision(3));
+
 function number(values: Record<string, unknown>, name: string, integer = false): number | undefined {
   const v = values[name];
   if (v === undefined) return undefined;
@@ -87,7 +90,7 @@ export async function train(args: string[]): Promise<unknown> {
     const progress = (p: TrainProgress) => {
       if (p.step === lastStep || p.phase !== 'optimizer') return;
       lastStep = p.step;
-      if (values.json) say({ step: p.step, total: p.total, loss: p.loss, val_loss: p.valLoss, tokens_per_s: Math.round(p.tokensPerSecond), eta_s: Math.round(p.etaMs / 1000) });
+      if (values.json) say({ step: p.step, total: p.total, loss: p.loss, val_loss: p.valLoss, tokens_per_s: speed(p.tokensPerSecond), eta_s: Math.round(p.etaMs / 1000) });
       else say(`step ${p.step}/${p.total}  loss ${p.loss?.toFixed(4)}${p.valLoss !== undefined ? `  val ${p.valLoss.toFixed(4)}` : ''}  ${Math.round(p.tokensPerSecond)} tok/s  eta ${Math.round(p.etaMs / 1000)} s`);
       if (values.checkpoint && p.step % checkpointEvery === 0) void saveCheckpoint();
     };
@@ -107,8 +110,8 @@ export async function train(args: string[]): Promise<unknown> {
     const later = result.stepMs.slice(1);
     const steady = later.length > 0 ? (result.stepTokens.slice(1).reduce((a, b) => a + b, 0) / later.reduce((a, b) => a + b, 0)) * 1000 : result.tokensPerSecond;
     const summary = {
-      out: values.out, steps: result.steps, loss: result.loss, val_loss: result.valLoss, tokens_per_s: Math.round(result.tokensPerSecond),
-      tokens_per_s_steady: Math.round(steady), step_ms: result.stepMs.map((x) => Math.round(x)),
+      out: values.out, steps: result.steps, loss: result.loss, val_loss: result.valLoss, tokens_per_s: speed(result.tokensPerSecond),
+      tokens_per_s_steady: speed(steady), step_ms: result.stepMs.map((x) => Math.round(x)),
       tokens: result.tokens, train_ms: Math.round(result.ms), setup_ms: Math.round(setupMs), gpu_bytes: model.gpuBytes + trainer.gpuBytes,
       parameters: trainer.layout.parameterCount, rank: trainer.layout.rank, alpha: trainer.layout.alpha,
       targets: [...new Set(trainer.layout.slots.map((s) => s.target))], sequences: trainer.sequenceCount, examples: trainSet.length,
