@@ -30,7 +30,7 @@ override X_IS_OUT: bool = false;
 override RESIDUAL_IS_OUT: bool = false;
 override HAS_NEXT: bool = false;
 
-const WG_SIZE: u32 = 256u;
+const WG_SIZE: u32 = 128u;
 
 struct Params {
   size: u32,             // values per slice

@@ -11,18 +11,9 @@ export interface OpenDeviceOptions {
   requiredLimits?: Record<string, number>;
   /** Limits to raise as far as the adapter allows, up to the value given (for example bigger buffers, fewer weight tiles). */
   preferredLimits?: Record<string, number>;
-  /**
-   * Features to enable when the adapter has them (for example 'shader-f16'), besides
-   * {@link DEFAULT_OPTIONAL_FEATURES}, which are always asked for where present.
-   */
+  /** Features to enable when the adapter has them (for example 'shader-f16', 'subgroups'). */
   optionalFeatures?: GPUFeatureName[];
 }
-
-/**
- * Features every device is opened with when the adapter has them: 'subgroups' (the matvecs sum
- * their lanes with subgroupAdd; see linear.ts, which keeps a path without it).
- */
-export const DEFAULT_OPTIONAL_FEATURES: readonly GPUFeatureName[] = ['subgroups' as GPUFeatureName];
 
 export interface OpenedDevice {
   adapter: GPUAdapter;
@@ -61,7 +52,7 @@ export async function openDevice(options: OpenDeviceOptions): Promise<OpenedDevi
     const available = (adapter.limits as unknown as Record<string, number>)[name];
     if (available !== undefined) requiredLimits[name] = Math.max(requiredLimits[name] ?? 0, Math.min(available, wanted));
   }
-  const features = [...new Set([...DEFAULT_OPTIONAL_FEATURES, ...(options.optionalFeatures ?? [])])].filter((f) => adapter.features.has(f));
+  const features = (options.optionalFeatures ?? []).filter((f) => adapter.features.has(f));
   let device: GPUDevice;
   try {
     device = await adapter.requestDevice({ requiredLimits, requiredFeatures: features });
