@@ -34,6 +34,20 @@ export async function readBack(device: GPUDevice, source: GPUBuffer, byteLength 
   return copy;
 }
 
+/** The first f32 of each buffer (COPY_SRC), read back in one submit (e.g. the layers' output scales). */
+export async function readFirstFloats(device: GPUDevice, buffers: readonly GPUBuffer[]): Promise<Float32Array> {
+  const staging = device.createBuffer({ size: Math.max(16, 4 * buffers.length), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  try {
+    const encoder = device.createCommandEncoder();
+    buffers.forEach((b, i) => encoder.copyBufferToBuffer(b, 0, staging, 4 * i, 4));
+    device.queue.submit([encoder.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    return new Float32Array(staging.getMappedRange().slice(0, 4 * buffers.length));
+  } finally {
+    staging.destroy();
+  }
+}
+
 /** A buffer larger than the device allows would fail later with an untyped error: refuse it here. */
 export function checkBufferSize(device: GPUDevice, label: string, bytes: number): void {
   const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);

@@ -1,5 +1,5 @@
 import { RullamaError, throwIfAborted } from '../errors.js';
-import { checkBufferSize, readBack } from '../gpu/buffers.js';
+import { checkBufferSize, readBack, readFirstFloats } from '../gpu/buffers.js';
 import { LinearKernels, type Dispatch, type MatVecEpilogue } from '../gpu/linear.js';
 import { OpKernels, PositionUniform } from '../gpu/ops.js';
 import { PipelineCache } from '../gpu/pipelines.js';
@@ -277,7 +277,7 @@ export class GpuForward {
 
     // Each layer's output scale (one f32 on the GPU) is read once here and folded into the norm
     // that ends the layer.
-    const layerScales = await this.readScalars(c.layers.map((l) => weights.single(tensors.layers[l.index]!.outputScale)));
+    const layerScales = await readFirstFloats(this.device, c.layers.map((l) => weights.single(tensors.layers[l.index]!.outputScale)));
     const one = (d: Dispatch, many: Dispatch[], label: string): Step => ({
       label,
       encode: (pass, tokens) => {
@@ -420,20 +420,6 @@ export class GpuForward {
       this.lastLogits.push({ label: cap.label, encode: (pass) => cap.encode(pass, 1) });
     }
     this.lastH = { from: h, to: lastH, width: d };
-  }
-
-  /** The first f32 of each buffer (COPY_SRC), read back in one submit. */
-  private async readScalars(buffers: GPUBuffer[]): Promise<Float32Array> {
-    const staging = this.device.createBuffer({ size: Math.max(16, 4 * buffers.length), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    try {
-      const encoder = this.device.createCommandEncoder();
-      buffers.forEach((b, i) => encoder.copyBufferToBuffer(b, 0, staging, 4 * i, 4));
-      this.device.queue.submit([encoder.finish()]);
-      await staging.mapAsync(GPUMapMode.READ);
-      return new Float32Array(staging.getMappedRange().slice(0, 4 * buffers.length));
-    } finally {
-      staging.destroy();
-    }
   }
 
   /**

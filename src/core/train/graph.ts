@@ -1,5 +1,5 @@
 import { RullamaError, throwIfAborted } from '../errors.js';
-import { checkBufferSize } from '../gpu/buffers.js';
+import { checkBufferSize, readFirstFloats } from '../gpu/buffers.js';
 import { DropoutKernels } from '../gpu/dropout.js';
 import { LinearKernels, type Dispatch } from '../gpu/linear.js';
 import { LinearBackwardKernels } from '../gpu/linear-backward.js';
@@ -269,7 +269,7 @@ export class TrainingGraph {
       }))));
     }
 
-    const layerScales = await this.readScalars(c.layers.map((l) => single(tensors.layers[l.index]!.outputScale)));
+    const layerScales = await readFirstFloats(this.model.parts.device, c.layers.map((l) => single(tensors.layers[l.index]!.outputScale)));
     for (const layer of c.layers) {
       const w = tensors.layers[layer.index]!;
       const hd = layer.headDim;
@@ -407,21 +407,6 @@ export class TrainingGraph {
       },
     });
     this.output.push(step(await this.bind(opsBack.bindRmsNormBackward({ maxTokens: T, size: d, x: hs[L]!, weight: single(tensors.outputNorm), dy: dxf, dx: dh, eps, label: 'train.output_norm.backward' }))));
-  }
-
-  /** The first f32 of each buffer, read back in one submit. */
-  private async readScalars(buffers: GPUBuffer[]): Promise<Float32Array> {
-    const device = this.model.parts.device;
-    const staging = device.createBuffer({ size: Math.max(16, 4 * buffers.length), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    try {
-      const encoder = device.createCommandEncoder();
-      buffers.forEach((b, i) => encoder.copyBufferToBuffer(b, 0, staging, 4 * i, 4));
-      device.queue.submit([encoder.finish()]);
-      await staging.mapAsync(GPUMapMode.READ);
-      return new Float32Array(staging.getMappedRange().slice(0, 4 * buffers.length));
-    } finally {
-      staging.destroy();
-    }
   }
 
   /**
