@@ -4,8 +4,8 @@
  * prompts, time to first token, greedy decode tokens/s at short context (after the 512-token
  * prompt) and at 4,096 tokens of context, CPU time per decoded token spent in JavaScript (PLE row
  * fetch, recording + submitting the chain, waiting for the 16-byte sampled result), the pipelined
- * GPU-bound step time, and a per-kernel GPU time breakdown from timestamp queries (when the
- * adapter has 'timestamp-query'). Every figure: min / median / max over --runs runs after a warm-up.
+ * GPU-bound step time, and per-kernel GPU time breakdowns of a decode step and of a prefill block
+ * from timestamp queries (when the adapter has 'timestamp-query'). Every figure: min / median / max over --runs runs after a warm-up.
  *
  * It drives the pieces Gemma4Model is made of (GpuWeights, GpuForward, PleRows, GpuSampler)
  * directly, so it can time them one by one; greedy sampling runs on the GPU as in the engine.
@@ -105,14 +105,6 @@ const info = opened.adapter.info as GPUAdapterInfo & Record<string, unknown>;
 log(`adapter: ${opened.description}; features granted: ${[...opened.features].join(',') || 'none'}; adapter has: ${[...opened.adapter.features].join(',')}`);
 device.lost.then((l) => log(`device lost: ${l.reason} ${l.message}`));
 
-// Deterministic pseudo-random prompt (ids in the vocabulary, not special tokens).
-const prompt: number[] = [];
-let s = 12345;
-for (let i = 0; i < Math.max(promptTokens, longTokens); i++) {
-  s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-  prompt.push(1000 + (s % 200000));
-}
-
 // Load: header, weights (from the page cache: the file was just written), kernels.
 const t0 = now();
 const source = await nodeFileSource(modelPath);
@@ -127,6 +119,15 @@ const forward = await GpuForward.create(device, config, tensors, weights, ropeFa
 const sampler = await GpuSampler.create(device, pipelines, { logits: forward.logits, vocabSize: config.vocabSize });
 await device.queue.onSubmittedWorkDone();
 const loadMs = now() - t0;
+// Deterministic pseudo-random prompt: ids in the vocabulary, not special tokens, and inside the
+// per-layer table (the demo model's has 4,096 rows; E2B's covers the vocabulary).
+const idRange = Math.min(200000, Math.min(config.vocabSize, tensors.pleTokenEmbd?.dims[1] ?? Infinity) - 1000);
+const prompt: number[] = [];
+let s = 12345;
+for (let i = 0; i < Math.max(promptTokens, longTokens); i++) {
+  s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+  prompt.push(1000 + (s % idRange));
+}
 log(`loaded in ${loadMs.toFixed(0)} ms; weights ${(weights.bytes / 2 ** 30).toFixed(2)} GiB, session ${(forward.bytes / 2 ** 30).toFixed(2)} GiB`);
 
 /** Runs `tokens` from position `start` in prefill blocks and samples greedily after the last; returns the token. */
@@ -210,6 +211,26 @@ async function kernelProfile(start: number): Promise<{ total_ms: number; steps: 
   return { total_ms: r3(steps.reduce((n, st) => n + st.ms, 0)), steps: steps.length, by_kind: byKind, top };
 }
 
+/** Per-kernel GPU time of one prefill block of `n` tokens from position 0 (repeats 3), by kind. */
+async function prefillProfile(n: number): Promise<{ total_ms: number; by_kind: { kind: string; ms: number; count: number }[] } | null> {
+  if (!device.features.has('timestamp-query')) return null;
+  const ids = Uint32Array.from(prompt.slice(0, n));
+  const rows = ple ? ((await ple.rows([...ids])) as Float32Array<ArrayBuffer>) : null;
+  const all: StepTime[][] = [];
+  for (let r = 0; r < 3; r++) all.push(await forward.profile(ids, 0, rows, 3));
+  const steps = all[0]!.map((st, i) => ({ label: st.label, ms: median(all.map((t) => t[i]!.ms)) }));
+  const kinds = new Map<string, { ms: number; count: number }>();
+  for (const st of steps) {
+    const kind = st.label.replace(/^layer\d+\./, '').replace(/\[\d+\]$/, '');
+    const k = kinds.get(kind) ?? { ms: 0, count: 0 };
+    k.ms += st.ms;
+    k.count++;
+    kinds.set(kind, k);
+  }
+  const byKind = [...kinds.entries()].map(([kind, v]) => ({ kind, ms: r3(v.ms), count: v.count })).sort((x, y) => y.ms - x.ms);
+  return { total_ms: r3(steps.reduce((a, st) => a + st.ms, 0)), by_kind: byKind };
+}
+
 async function prefillBench(n: number): Promise<{ tok_s: ReturnType<typeof stats>; ttft_ms: ReturnType<typeof stats>; cold_ms: number; first: number }> {
   const ms: number[] = [];
   let cold = 0;
@@ -253,6 +274,8 @@ async function decodeBench(n: number): Promise<Record<string, unknown>> {
 }
 
 const pre512 = await prefillBench(promptTokens);
+const preProfile = chunk >= promptTokens ? await prefillProfile(promptTokens) : null;
+if (preProfile) log(`prefill kernels (${promptTokens} tokens): ${preProfile.total_ms} ms; ${preProfile.by_kind.slice(0, 10).map((k) => `${k.kind} ${k.ms}`).join(', ')}`);
 const preLong = longTokens > 0 ? await prefillBench(longTokens) : null;
 const decShort = await decodeBench(promptTokens);
 const decLong = longTokens > 0 ? await decodeBench(longTokens) : null;
@@ -275,6 +298,7 @@ const out = {
   context: contextSize,
   runs,
   prefill: { [promptTokens]: pre512, ...(preLong ? { [longTokens]: preLong } : {}) },
+  prefill_kernels: preProfile,
   decode: { short: decShort, ...(decLong ? { long: decLong } : {}) },
   ple_cache: { ...pleCpu },
   model: { path: modelPath, bytes: modelBytes, write_s: writeS === undefined ? null : Math.round(writeS * 10) / 10 },

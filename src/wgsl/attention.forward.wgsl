@@ -317,7 +317,15 @@ fn combine(
   if (g >= rows) {
     return;
   }
-  let n_splits = splits.n;
+  // Only the parts that had key tiles (as main cut them for this row's block) hold anything.
+  let t0 = g / params.heads;
+  let rows_total = tokens.n * params.group;
+  let block_row0 = ((t0 * params.group + (g % params.heads) % params.group) / ROWS) * ROWS;
+  let lo = first_key(position.start + block_row0 / params.group);
+  let hi = position.start + (min(block_row0 + ROWS, rows_total) - 1u) / params.group;
+  let n_tiles = (hi - lo) / KEYS + 1u;
+  let per_split = (n_tiles + splits.n - 1u) / splits.n;
+  let n_splits = min(splits.n, (n_tiles + per_split - 1u) / per_split);
   for (var s = lid.x; s < n_splits; s += COMBINE_WG) {
     split_ml[s] = scratch[params.ml_base + s * rows + g].xy;
   }
@@ -353,5 +361,132 @@ fn combine(
       acc += split_ml[s].x * scratch[(s * rows + g) * HD4 + d];
     }
     out[ob + d] = select(vec4<f32>(0.0), acc / big_l, big_l > 0.0);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// One-token decode in one pass (entry point `decode`): workgroups (query row (t, h), slice of the
+// head's dims), over the whole visible key range of that row, which the binding guarantees is at
+// most DEC_MAX_KEYS keys (a sliding layer's window, or a small cache). No key splits, so no
+// combine dispatch. Each workgroup's DEC_WG threads first take DEC_KPT keys each (score = q . k
+// over the whole head, q staged once in shared memory, two independent accumulators); the row max
+// and sum come from shared-memory trees and the probabilities go to shared memory; then o = P V
+// for the workgroup's DEC_SLICE4 vec4s of the head: DEC_PARTS groups of DEC_SLICE4 threads (one
+// vec4 each, neighbouring threads reading neighbouring bytes of a V row) take every DEC_PARTS-th
+// key, DEC_UNROLL loads in flight, and a last step adds the parts. The scores are computed again
+// by each slice of a head (K is read from L2 several times), which keeps the dependent chain of
+// loads per thread short. Exact softmax over the row (max first), so it agrees with the tiled
+// kernel to rounding.
+
+const DEC_WG: u32 = 256u;
+const DEC_MAX_KEYS: u32 = 1024u;
+const DEC_KPT: u32 = DEC_MAX_KEYS / DEC_WG;
+const DEC_SLICE_MAX: u32 = 16u;
+const DEC_SLICE4: u32 = min(HD4, DEC_SLICE_MAX); // vec4s of the head per workgroup
+const DEC_SLICES: u32 = HD4 / DEC_SLICE4;     // workgroups per query row
+const DEC_PARTS: u32 = DEC_WG / DEC_SLICE4;
+const DEC_UNROLL: u32 = 8u;
+
+const_assert HD4 % DEC_SLICE4 == 0u;
+
+var<workgroup> dec_q: array<vec4<f32>, MAX_HEAD_DIM / 4u>;
+var<workgroup> dec_p: array<f32, DEC_MAX_KEYS>;
+var<workgroup> dec_red: array<f32, DEC_WG>;
+var<workgroup> dec_acc: array<vec4<f32>, DEC_WG>;
+
+@compute @workgroup_size(DEC_WG)
+fn decode(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) li: u32,
+) {
+  let g = wid.x + wid.y * nwg.x;
+  let row = g / DEC_SLICES;
+  let slice = g % DEC_SLICES;
+  if (row >= tokens.n * params.heads) {
+    return;
+  }
+  let t = row / params.heads;
+  let h = row % params.heads;
+  let kvh = h / params.group;
+  let pos = position.start + t;
+  let lo = first_key(pos);
+  let n = min(pos - lo + 1u, DEC_MAX_KEYS);
+
+  let qb = (params.q_offset + t * params.q_stride + h * HEAD_DIM) / 4u;
+  for (var i = li; i < HD4; i += DEC_WG) {
+    dec_q[i] = q[qb + i];
+  }
+  workgroupBarrier();
+
+  // Scores of keys li + DEC_WG * j.
+  var s: array<f32, DEC_KPT>;
+  var mx = NEG;
+  for (var j = 0u; j < DEC_KPT; j++) {
+    let kk = li + j * DEC_WG;
+    s[j] = NEG;
+    if (kk < n) {
+      let kb = cache_row(lo + kk, kvh);
+      var a0 = vec4<f32>(0.0);
+      var a1 = vec4<f32>(0.0);
+      for (var d = 0u; d < HD4; d += 2u) {
+        a0 += dec_q[d] * k_cache[kb + d];
+        a1 += dec_q[d + 1u] * k_cache[kb + d + 1u];
+      }
+      s[j] = dot(a0 + a1, vec4<f32>(1.0)) * params.scale;
+      mx = max(mx, s[j]);
+    }
+  }
+  dec_red[li] = mx;
+  workgroupBarrier();
+  for (var stride = DEC_WG / 2u; stride > 0u; stride >>= 1u) {
+    if (li < stride) {
+      dec_red[li] = max(dec_red[li], dec_red[li + stride]);
+    }
+    workgroupBarrier();
+  }
+  let m = dec_red[0];
+  var lsum = 0.0;
+  for (var j = 0u; j < DEC_KPT; j++) {
+    let kk = li + j * DEC_WG;
+    let p = select(0.0, exp(s[j] - m), kk < n);
+    dec_p[kk] = p;
+    lsum += p;
+  }
+  workgroupBarrier();
+  dec_red[li] = lsum;
+  workgroupBarrier();
+  for (var stride = DEC_WG / 2u; stride > 0u; stride >>= 1u) {
+    if (li < stride) {
+      dec_red[li] += dec_red[li + stride];
+    }
+    workgroupBarrier();
+  }
+  let l = dec_red[0];
+
+  // o = P V over this slice: keys past n reload key n - 1 (a written slot) and are weighted by 0.
+  let d = slice * DEC_SLICE4 + li % DEC_SLICE4;
+  let part = li / DEC_SLICE4;
+  var o = vec4<f32>(0.0);
+  for (var k0 = part; k0 < n; k0 += DEC_PARTS * DEC_UNROLL) {
+    var vv: array<vec4<f32>, DEC_UNROLL>;
+    for (var u = 0u; u < DEC_UNROLL; u++) {
+      let kk = min(k0 + u * DEC_PARTS, n - 1u);
+      vv[u] = v_cache[cache_row(lo + kk, kvh) + d];
+    }
+    for (var u = 0u; u < DEC_UNROLL; u++) {
+      let kk = k0 + u * DEC_PARTS;
+      o += select(0.0, dec_p[min(kk, DEC_MAX_KEYS - 1u)], kk < n) * vv[u];
+    }
+  }
+  dec_acc[li] = o;
+  workgroupBarrier();
+  if (li < DEC_SLICE4) {
+    var sum = vec4<f32>(0.0);
+    for (var pp = 0u; pp < DEC_PARTS; pp++) {
+      sum += dec_acc[pp * DEC_SLICE4 + li];
+    }
+    let ob = (params.out_offset + t * params.out_stride + h * HEAD_DIM) / 4u;
+    out[ob + d] = select(vec4<f32>(0.0), sum / l, l > 0.0);
   }
 }

@@ -19,8 +19,9 @@
 // (LANES_PER_ROW = 32 by default; 128 for long rows, so a short, wide matrix still spreads over
 // enough workgroups and each thread's loop stays short). The
 // lanes of a row walk its 8-value groups with stride LANES_PER_ROW (neighbouring lanes read
-// neighbouring bytes), each accumulating scale * dot(q, x) + bias * sum(x) in f32; a shared-
-// memory tree then sums the lanes. Workgroups are numbered x-fastest over a 2-D dispatch, so more
+// neighbouring bytes), two groups per step (their loads in flight together), each accumulating scale * dot(q, x) + bias * sum(x) in f32; lanes_sum2
+// (matvec_reduce.forward.wgsl: a shared-memory tree, or matvec_reduce_sg.forward.wgsl: subgroupAdd
+// where the device has subgroups) then sums the lanes. Workgroups are numbered x-fastest over a 2-D dispatch, so more
 // than 65,535 of them fit; extra threads (rows past `rows`) take part in the barriers only.
 
 override LANES_PER_ROW: u32 = 32u;
@@ -45,7 +46,14 @@ struct Params {
 @group(0) @binding(3) var<uniform> params: Params;
 @group(0) @binding(4) var<storage, read> aux: array<f32>;
 
-var<workgroup> partial: array<f32, WG_SIZE>;
+// Group k (8 values) of the row starting at byte row_byte, times x.
+fn group_dot(row_byte: u32, k: u32) -> f32 {
+  let w = w_decode8(row_byte + (k / GROUPS_PER_BLOCK) * W_BLOCK_BYTES, k % GROUPS_PER_BLOCK);
+  let xv = params.x_offset / 4u;
+  let x0 = x[xv + 2u * k];
+  let x1 = x[xv + 2u * k + 1u];
+  return w.scale * (dot(w.q0, x0) + dot(w.q1, x1)) + w.bias * dot(x0 + x1, vec4<f32>(1.0));
+}
 
 @compute @workgroup_size(WG_SIZE)
 fn main(
@@ -59,24 +67,20 @@ fn main(
   if (row < params.rows) {
     let groups = params.cols / 8u;
     let row_byte = (params.first_row + row) * (params.cols / W_BLOCK_VALUES) * W_BLOCK_BYTES;
-    let xv = params.x_offset / 4u;
-    for (var k = lid.x; k < groups; k += LANES_PER_ROW) {
-      let w = w_decode8(row_byte + (k / GROUPS_PER_BLOCK) * W_BLOCK_BYTES, k % GROUPS_PER_BLOCK);
-      let x0 = x[xv + 2u * k];
-      let x1 = x[xv + 2u * k + 1u];
-      acc += w.scale * (dot(w.q0, x0) + dot(w.q1, x1)) + w.bias * dot(x0 + x1, vec4<f32>(1.0));
+    // Two groups per step, so that their loads are in flight together.
+    var acc_b = 0.0;
+    var k = lid.x;
+    for (; k + LANES_PER_ROW < groups; k += 2u * LANES_PER_ROW) {
+      acc += group_dot(row_byte, k);
+      acc_b += group_dot(row_byte, k + LANES_PER_ROW);
     }
-  }
-  let slot = lid.y * LANES_PER_ROW;
-  partial[slot + lid.x] = acc;
-  workgroupBarrier();
-  for (var stride = LANES_PER_ROW / 2u; stride > 0u; stride >>= 1u) {
-    if (lid.x < stride) {
-      partial[slot + lid.x] += partial[slot + lid.x + stride];
+    if (k < groups) {
+      acc += group_dot(row_byte, k);
     }
-    workgroupBarrier();
+    acc += acc_b;
   }
+  let total = lanes_sum2(vec2<f32>(acc, 0.0), li).x;
   if (lid.x == 0u && row < params.rows) {
-    y[params.y_offset + row] = matvec_epilogue(partial[slot], row);
+    y[params.y_offset + row] = matvec_epilogue(total, row);
   }
 }

@@ -30,7 +30,7 @@ override X_IS_OUT: bool = false;
 override RESIDUAL_IS_OUT: bool = false;
 override HAS_NEXT: bool = false;
 
-const WG_SIZE: u32 = 128u;
+override WG_SIZE: u32 = 256u; // 128 on software devices (ops.ts: fewer emulated threads per barrier)
 
 struct Params {
   size: u32,             // values per slice

@@ -68,6 +68,18 @@ describe('GPU forward pass', () => {
         console.log(`# ${name}: decode vs prefill ${worst.toExponential(2)}`);
         assert.ok(worst <= 1e-4, `decode differs from prefill by ${worst}`);
 
+        // The GPU's one-token fusions (q/k/v and gate/up+GELU as one matvec each), which a software
+        // device leaves off by default, on the first tokens.
+        const fused = await Gemma4Model.load(device, source, { contextSize: 64, prefillChunk: 16, multiMatVecs: true });
+        let worstFused = 0;
+        for (const [p, token] of tokens.slice(0, 12).entries()) {
+          const [logits] = await fused.feed([token]);
+          worstFused = Math.max(worstFused, relativeL2(logits!, gpuLogits[p]!));
+        }
+        fused.destroy();
+        console.log(`# ${name}: fused decode vs prefill ${worstFused.toExponential(2)}`);
+        assert.ok(worstFused <= 1e-4, `fused decode differs from prefill by ${worstFused}`);
+
         // The context is full after 64 tokens: the next feed overflows, and a bad id is refused.
         await assert.rejects(decode.feed(new Array(64 - tokens.length + 1).fill(2)), (e: RullamaError) => e.code === 'context-overflow');
         await assert.rejects(decode.feed([262144]), (e: RullamaError) => e.code === 'bad-token');

@@ -41,6 +41,19 @@ describe('linear kernels on Dawn', () => {
     });
   }
 
+  it('matvec variants without subgroups (the shared-memory lane sum) match the CPU', async (t) => {
+    const plain = new LinearKernels(device, { subgroups: false });
+    try {
+      t.diagnostic(`this device's matvecs use subgroups: ${await kernels.useSubgroups()}`);
+      assert.equal(await plain.useSubgroups(), false);
+      const checks = await checkMatVecVariants(plain, MATVEC_VARIANT_TYPES[0]!);
+      const report = checks.map((c) => `${c.name}: ${c.maxRelErr.toExponential(2)}${c.untouched ? '' : ' (wrote outside its outputs)'}`).join('\n  ');
+      for (const c of checks) assert.ok(c.maxRelErr <= LINEAR_TOLERANCE && c.untouched, `without subgroups on ${adapter}:\n  ${report}`);
+    } finally {
+      plain.destroy();
+    }
+  });
+
   it('reports WGSL compile errors with the part and line', async () => {
     const r = await brokenShaderMessage(device);
     assert.ok(r.isCompileError, r.message);

@@ -122,12 +122,17 @@ export async function checkLinearType(kernels: LinearKernels, type: GGMLType): P
     const xBuf = own(uploadStorage(device, x1, 'x'));
     const yLen = small.rows + 5;
     const yBuf = own(sentinelBuffer(device, yLen, 'y'));
-    const mv = keep(await kernels.bindMatVec({ weight: wSmall, type, rows: small.rows, cols, x: xBuf, y: yBuf }));
-    for (const [i, x] of [x1, x2].entries()) {
-      if (i > 0) device.queue.writeBuffer(xBuf, 0, x);
-      submit(device, (pass) => mv.encode(pass));
-      const got = await readF32(device, yBuf, yLen);
-      checks.push({ name: `matvec 37x${cols} (call ${i + 1})`, maxRelErr: relErr(small, x, 1, got, {}), untouched: sentinelsKept(got, (j) => j < small.rows) });
+    // Both kernels whatever the device's default: lanes per row (GPUs) and one thread per row.
+    for (const threadPerRow of [false, true]) {
+      const mv = keep(await kernels.bindMatVec({ weight: wSmall, type, rows: small.rows, cols, x: xBuf, y: yBuf, threadPerRow }));
+      for (const [i, x] of [x1, x2].entries()) {
+        device.queue.writeBuffer(xBuf, 0, x);
+        resetSentinels(device, yBuf, yLen);
+        submit(device, (pass) => mv.encode(pass));
+        const got = await readF32(device, yBuf, yLen);
+        const kind = threadPerRow ? 'thread per row' : 'lanes per row';
+        checks.push({ name: `matvec 37x${cols}, ${kind} (call ${i + 1})`, maxRelErr: relErr(small, x, 1, got, {}), untouched: sentinelsKept(got, (j) => j < small.rows) });
+      }
     }
 
     // --- row tiles: 70 rows as tiles [0,40) and [40,70), each its own buffer; and firstRow ----
@@ -169,6 +174,14 @@ export async function checkLinearType(kernels: LinearKernels, type: GGMLType): P
       const got = await readF32(device, ysBuf, ysLen);
       matmulOut.set(T, got);
       checks.push({ name: `matmul 70x${cols} T=${T}`, maxRelErr: relErr(big, xs, T, got, {}), untouched: sentinelsKept(got, (j) => j < T * big.rows) });
+    }
+    // The wide token tile (the default of matrices of 4,096 rows or more) on the same shapes.
+    const mmWide = keep(await kernels.bindMatMul({ weight: wBig, type, rows: big.rows, cols, tokens: maxT, x: xsBuf, y: ysBuf, tile: 'wide' }));
+    for (const T of [5, 33]) {
+      resetSentinels(device, ysBuf, ysLen);
+      submit(device, (pass) => mmWide.encode(pass, T));
+      const got = await readF32(device, ysBuf, ysLen);
+      checks.push({ name: `matmul 70x${cols} T=${T} (wide tile)`, maxRelErr: relErr(big, xs, T, got, {}), untouched: sentinelsKept(got, (j) => j < T * big.rows) });
     }
 
     // --- T separate matvecs (xOffset, yOffset per token) against the CPU and the matmul -------
@@ -249,7 +262,7 @@ export async function checkMatVecVariants(kernels: LinearKernels, type: GGMLType
       const m = makeMatrix(type, 5, 4096, 51 + type);
       const x = seededNormals(4096, 52);
       const y = own(sentinelBuffer(device, 8, 'y long'));
-      const d = keep(await kernels.bindMatVec({ weight: own(uploadWeight(device, type, m.bytes, 'long')), type, rows: 5, cols: 4096, x: own(uploadStorage(device, x, 'x long')), y }));
+      const d = keep(await kernels.bindMatVec({ weight: own(uploadWeight(device, type, m.bytes, 'long')), type, rows: 5, cols: 4096, x: own(uploadStorage(device, x, 'x long')), y, threadPerRow: false }));
       submit(device, (pass) => d.encode(pass));
       const got = await readF32(device, y, 8);
       checks.push({ name: 'matvec 5x4096 (long rows)', maxRelErr: relErr(m, x, 1, got, {}), untouched: sentinelsKept(got, (j) => j < 5) });
@@ -265,7 +278,7 @@ export async function checkMatVecVariants(kernels: LinearKernels, type: GGMLType
       const weight = own(uploadWeight(device, type, m.bytes, 'w'));
       for (const epilogue of ['gelu-aux-times', 'gelu-times-aux'] as const) {
         const y = own(sentinelBuffer(device, rows + 2, 'y'));
-        const d = keep(await kernels.bindMatVec({ weight, type, rows, cols, x: xBuf, y, epilogue, aux: auxBuf, auxOffset: 3 }));
+        const d = keep(await kernels.bindMatVec({ weight, type, rows, cols, x: xBuf, y, epilogue, aux: auxBuf, auxOffset: 3, threadPerRow: cols <= 256 }));
         submit(device, (pass) => d.encode(pass));
         const got = await readF32(device, y, rows + 2);
         let worst = 0;
@@ -286,6 +299,67 @@ export async function checkMatVecVariants(kernels: LinearKernels, type: GGMLType
         }
         checks.push({ name: `matvec ${rows}x${cols} epilogue ${epilogue}`, maxRelErr: worst, untouched: sentinelsKept(got, (j) => j < rows) });
       }
+    }
+    // Several weights in one dispatch (bindMatVecMulti): q/k/v-like outputs of mixed dtypes (this
+    // one, Q4_K, this one) at offsets, in 32- and 128-lane rows; gate/up with their GELU product.
+    for (const cols of [768, 4096]) {
+      const shapes = [
+        { type, rows: 37, seed: 71 },
+        { type: GGMLType.Q4_K, rows: 16, seed: 72 },
+        { type, rows: 9, seed: 73 },
+      ];
+      const x = seededNormals(cols + 4, 74);
+      const xBuf = own(uploadStorage(device, x, 'x multi'));
+      const xs = x.subarray(4);
+      const ms = shapes.map((sh) => makeMatrix(sh.type, sh.rows, cols, sh.seed + type + cols));
+      for (const n of [3, 1]) {
+        const ys = ms.slice(0, n).map((m) => own(sentinelBuffer(device, m.rows + 5, 'y multi')));
+        const d = keep(await kernels.bindMatVecMulti({
+          cols, x: xBuf, xOffset: 4,
+          parts: ms.slice(0, n).map((m, i) => ({ weight: own(uploadWeight(device, m.type, m.bytes, `w multi ${i}`)), type: m.type, rows: m.rows, y: ys[i], yOffset: 2 })),
+        }));
+        submit(device, (pass) => d.encode(pass));
+        let worst = 0;
+        let kept = true;
+        for (let i = 0; i < n; i++) {
+          const got = await readF32(device, ys[i]!, ms[i]!.rows + 5);
+          worst = Math.max(worst, relErr(ms[i]!, xs, 1, got, { yOffset: 2 }));
+          kept &&= sentinelsKept(got, (j) => j >= 2 && j < 2 + ms[i]!.rows);
+        }
+        checks.push({ name: `matvec_multi ${n} weights (${shapes.slice(0, n).map((sh) => `${typeName(sh.type)} ${sh.rows}`).join(', ')}) x ${cols}`, maxRelErr: worst, untouched: kept });
+      }
+      // gate/up: y = gelu(gate·x)·(up·x).
+      const rows = 37;
+      const gate = makeMatrix(type, rows, cols, 81 + type + cols);
+      const up = makeMatrix(type, rows, cols, 82 + type + cols);
+      const y = own(sentinelBuffer(device, rows + 3, 'y gelu'));
+      const d = keep(await kernels.bindMatVecMulti({
+        cols, x: xBuf, xOffset: 4, gelu: { y, yOffset: 1 },
+        parts: [gate, up].map((m, i) => ({ weight: own(uploadWeight(device, m.type, m.bytes, `w gelu ${i}`)), type: m.type, rows })),
+      }));
+      submit(device, (pass) => d.encode(pass));
+      const got = await readF32(device, y, rows + 3);
+      let worst = 0;
+      for (let r = 0; r < rows; r++) {
+        const dotRow = (m: Matrix) => {
+          let acc = 0;
+          let scale = 0;
+          for (let c = 0; c < cols; c++) {
+            const p = m.values[r * cols + c]! * xs[c]!;
+            acc += p;
+            scale += Math.abs(p);
+          }
+          return { acc, scale };
+        };
+        const g = dotRow(gate);
+        const u = dotRow(up);
+        const exact = geluF64(g.acc) * u.acc;
+        // Errors of both products, each scaled by the other factor's size (gelu' ≤ ~1.13).
+        const bound = Math.abs(geluF64(g.acc)) * u.scale + 1.13 * g.scale * Math.abs(u.acc) + 1e-30;
+        const err = Math.abs(got[1 + r]! - exact) / bound;
+        worst = Math.max(worst, Number.isNaN(err) ? Infinity : err);
+      }
+      checks.push({ name: `matvec_multi gate/up + GELU ${rows}x${cols}`, maxRelErr: worst, untouched: sentinelsKept(got, (j) => j >= 1 && j < 1 + rows) });
     }
     return checks;
   } finally {

@@ -360,6 +360,8 @@ interface AttentionConfig {
   /** Token counts of the successive blocks. */
   blocks: readonly number[];
   maxSplits?: number;
+  /** false: one-token blocks split the keys and combine instead of the one-pass decode kernel. */
+  decodeKernel?: boolean;
 }
 
 function attentionExact(q: Float32Array, keys: Float32Array, values: Float32Array, c: AttentionConfig, pos: number, h: number): Float64Array {
@@ -412,7 +414,7 @@ async function runAttention(ops: OpKernels, c: AttentionConfig): Promise<OpCheck
     const position = b.position();
     const store = await b.keep(ops.bindKvStore({ k: kIn, kStride: kvStride, v: vIn, vOffset: 2, vStride: kvStride, kCache, vCache, width: kvw, capacity, position: position.buffer, maxTokens: MAX_T }));
     const attend = await b.keep(
-      ops.bindAttention({ q: qIn, qOffset, qStride, kCache, vCache, out, outOffset, outStride, heads, kvHeads, headDim: hd, capacity, window: c.window, position: position.buffer, maxTokens: MAX_T, maxSplits: c.maxSplits }),
+      ops.bindAttention({ q: qIn, qOffset, qStride, kCache, vCache, out, outOffset, outStride, heads, kvHeads, headDim: hd, capacity, window: c.window, position: position.buffer, maxTokens: MAX_T, maxSplits: c.maxSplits, decodeKernel: c.decodeKernel ?? true }),
     );
 
     let start = 0;
@@ -483,6 +485,12 @@ export const ATTENTION_CONFIGS: readonly AttentionConfig[] = [
   { name: 'global, hd 32, 4/1 heads, 5 splits', headDim: 32, heads: 4, kvHeads: 1, window: 0, capacity: 160, blocks: GLOBAL_BLOCKS },
   { name: 'sliding 40, hd 64, 4/2 heads, no splits', headDim: 64, heads: 4, kvHeads: 2, window: 40, capacity: 40 + MAX_T - 1, blocks: LONG_SLIDING_BLOCKS, maxSplits: 1 },
   { name: 'sliding 40, hd 64, 4/2 heads', headDim: 64, heads: 4, kvHeads: 2, window: 40, capacity: 40 + MAX_T - 1, blocks: LONG_SLIDING_BLOCKS },
+  // One-token blocks above use the one-pass decode kernel; these split the keys and combine instead.
+  { name: 'global, hd 32, 4/1 heads, 5 splits, split decode', headDim: 32, heads: 4, kvHeads: 1, window: 0, capacity: 160, blocks: GLOBAL_BLOCKS, decodeKernel: false },
+  { name: 'sliding 40, hd 64, 4/2 heads, split decode', headDim: 64, heads: 4, kvHeads: 2, window: 40, capacity: 40 + MAX_T - 1, blocks: LONG_SLIDING_BLOCKS, decodeKernel: false },
+  // E2B head sizes (decode kernel with 4 and 2 parts of the head).
+  { name: 'sliding 40, hd 256, 8/1 heads', headDim: 256, heads: 8, kvHeads: 1, window: 40, capacity: 40 + MAX_T - 1, blocks: LONG_SLIDING_BLOCKS },
+  { name: 'global, hd 512, 2/1 heads', headDim: 512, heads: 2, kvHeads: 1, window: 0, capacity: 40, blocks: GLOBAL_BLOCKS },
 ];
 
 async function checkAttention(ops: OpKernels): Promise<OpCheck[]> {
@@ -673,12 +681,116 @@ async function checkRmsNormNext(ops: OpKernels): Promise<OpCheck[]> {
   });
 }
 
+// -----------------------------------------------------------------------------------------------
+// qk_norm_rope: q = rope(RMS(q)·wq) in place, cache[slot] = rope(RMS(k)·wk) and RMS(v), against
+// float64 over successive blocks (a ring of 10 slots that wraps). Error per head: max |gpu − exact|
+// / max |exact| over the head; q values outside the block's rows and cache slots not written keep
+// their values.
+
+async function checkQkNormRope(ops: OpKernels): Promise<OpCheck[]> {
+  return withBench(ops, async (b) => {
+    const eps = 1e-6;
+    const heads = 4;
+    const kvHeads = 2;
+    const headDim = 64;
+    const capacity = 10;
+    const qOffset = 8;
+    const qStride = heads * headDim + 4;
+    const kStride = kvHeads * headDim + 8;
+    const qLen = qOffset + MAX_T * qStride;
+    const kvw = kvHeads * headDim;
+    const wq = seededNormals(headDim, 31, 0.3).map((v) => 1 + v);
+    const wk = seededNormals(headDim, 32, 0.3).map((v) => 1 + v);
+    const wqBuf = b.upload(wq);
+    const wkBuf = b.upload(wk);
+    const globalFactors = new Float32Array(16).map((_, j) => (j < 4 ? 1 : 1e30));
+    const configs = [
+      { name: 'hd 64, base 1e4, with kv', dims: 64, base: 1e4, factors: null, kv: true },
+      { name: 'hd 64, dims 32, base 1e6 with factors, with kv', dims: 32, base: 1e6, factors: globalFactors, kv: true },
+      { name: 'hd 64, q only', dims: 64, base: 1e4, factors: null, kv: false },
+    ];
+    for (const c of configs) {
+      const qBuf = b.upload(new Float32Array(qLen));
+      const kBuf = b.upload(new Float32Array(MAX_T * kStride));
+      const vBuf = b.upload(new Float32Array(3 + MAX_T * kStride));
+      const kCache = b.sentinels(capacity * kvw, 'k cache');
+      const vCache = b.sentinels(capacity * kvw, 'v cache');
+      const position = b.position();
+      const d = await b.keep(ops.bindQkNormRope({
+        maxTokens: MAX_T, q: qBuf, qOffset, qStride, heads, headDim, dims: c.dims, base: c.base, factors: c.factors ?? undefined,
+        qNorm: wqBuf, eps, position: position.buffer,
+        kv: c.kv ? { k: kBuf, kStride, v: vBuf, vOffset: 3, vStride: kStride, kvHeads, kNorm: wkBuf, kCache, vCache, capacity } : undefined,
+      }));
+      const kExpect = new Float64Array(capacity * kvw).fill(SENTINEL);
+      const vExpect = new Float64Array(capacity * kvw).fill(SENTINEL);
+      let start = 0;
+      let worst = 0;
+      let kept = true;
+      const blocks: string[] = [];
+      for (const [i, T] of [MAX_T, 1, MAX_T, 1].entries()) {
+        const q = seededNormals(qLen, 40 + i, 1.5);
+        const k = seededNormals(MAX_T * kStride, 50 + i, 1.5);
+        const v = seededNormals(3 + MAX_T * kStride, 60 + i, 1.5);
+        b.write(qBuf, q);
+        b.write(kBuf, k);
+        b.write(vBuf, v);
+        position.set(start);
+        b.run((pass) => d.encode(pass, T));
+        const gotQ = await b.read(qBuf, qLen);
+        for (let t = 0; t < T; t++) {
+          const pos = start + t;
+          const headErr = (got: ArrayLike<number>, at: number, exact: Float64Array) => {
+            let scale = 0;
+            for (let j = 0; j < headDim; j++) scale = Math.max(scale, Math.abs(exact[j]!));
+            for (let j = 0; j < headDim; j++) worst = Math.max(worst, rel(got[at + j]!, exact[j]!, scale));
+          };
+          for (let h = 0; h < heads; h++) {
+            const at = qOffset + t * qStride + h * headDim;
+            const exact = rmsNorm(f64(q, at, headDim), eps, wq);
+            rope(exact, headDim, c.dims, pos, c.base, c.factors);
+            headErr(gotQ, at, exact);
+          }
+          if (c.kv) {
+            const slot = pos % capacity;
+            for (let h = 0; h < kvHeads; h++) {
+              const ek = rmsNorm(f64(k, t * kStride + h * headDim, headDim), eps, wk);
+              rope(ek, headDim, c.dims, pos, c.base, c.factors);
+              kExpect.set(ek, slot * kvw + h * headDim);
+              vExpect.set(rmsNorm(f64(v, 3 + t * kStride + h * headDim, headDim), eps, null), slot * kvw + h * headDim);
+            }
+          }
+        }
+        for (let i2 = 0; i2 < qLen; i2++) if (!inRows(i2, qOffset, qStride, heads * headDim, T) && gotQ[i2] !== q[i2]) kept = false;
+        const [kGot, vGot] = [await b.read(kCache, capacity * kvw), await b.read(vCache, capacity * kvw)];
+        for (let slot = 0; slot < capacity; slot++) {
+          for (let h = 0; h < kvHeads; h++) {
+            const at = slot * kvw + h * headDim;
+            if (kExpect[at] === SENTINEL) {
+              for (let j = 0; j < headDim; j++) if (kGot[at + j] !== SENTINEL || vGot[at + j] !== SENTINEL) kept = false;
+              continue;
+            }
+            for (const [got, exp] of [[kGot, kExpect], [vGot, vExpect]] as const) {
+              let scale = 0;
+              for (let j = 0; j < headDim; j++) scale = Math.max(scale, Math.abs(exp[at + j]!));
+              for (let j = 0; j < headDim; j++) worst = Math.max(worst, rel(got[at + j]!, exp[at + j]!, scale));
+            }
+          }
+        }
+        blocks.push(`${start}+${T}`);
+        start += T;
+      }
+      b.push(`qk_norm_rope ${c.name}: blocks ${blocks.join(' ')} (ring of ${capacity})`, worst, kept);
+    }
+  });
+}
+
 export const OP_CASES: readonly OpCase[] = [
   { name: 'embed gathers rows of F32, Q8_0 and Q6_K tables split in two tiles', run: checkEmbed },
   { name: 'rms_norm (whole, per head, unweighted, fused residual, in place) and ple_combine', run: checkRmsNorm },
   { name: 'rms_norm with the next norm fused (h = (h + RMS(a)·w)·s, x = RMS(h)·w2)', run: checkRmsNormNext },
   { name: 'rope with and without frequency factors up to position 131006', run: checkRope },
   { name: 'kv_store and attention (sliding rings that wrap, global, GQA, splits)', run: checkAttention },
+  { name: 'qk_norm_rope (q/k norm + RoPE + KV store fused, ring that wraps)', run: checkQkNormRope },
   { name: 'add, mul, gelu_mul, scale, softcap (strided and in place)', run: checkElementwise },
 ];
 

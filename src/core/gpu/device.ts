@@ -11,8 +11,27 @@ export interface OpenDeviceOptions {
   requiredLimits?: Record<string, number>;
   /** Limits to raise as far as the adapter allows, up to the value given (for example bigger buffers, fewer weight tiles). */
   preferredLimits?: Record<string, number>;
-  /** Features to enable when the adapter has them (for example 'shader-f16', 'subgroups'). */
+  /**
+   * Features to enable when the adapter has them (for example 'shader-f16'), besides
+   * {@link DEFAULT_OPTIONAL_FEATURES}, which are always asked for where present.
+   */
   optionalFeatures?: GPUFeatureName[];
+}
+
+/**
+ * Features every device is opened with when the adapter has them: 'subgroups' (the matvecs sum
+ * their lanes with subgroupAdd; see linear.ts, which keeps a path without it).
+ */
+export const DEFAULT_OPTIONAL_FEATURES: readonly GPUFeatureName[] = ['subgroups' as GPUFeatureName];
+
+/**
+ * Whether the device runs on the CPU (SwiftShader, or the browser's fallback adapter). There every
+ * invocation of a workgroup is emulated, so a workgroup barrier costs far more than on a GPU, and
+ * kernels pick their barrier-free variants (see linear.ts).
+ */
+export function isSoftwareDevice(device: GPUDevice): boolean {
+  const info = (device as GPUDevice & { adapterInfo?: GPUAdapterInfo & { isFallbackAdapter?: boolean } }).adapterInfo;
+  return info?.isFallbackAdapter === true || info?.architecture === 'swiftshader';
 }
 
 export interface OpenedDevice {
@@ -52,7 +71,7 @@ export async function openDevice(options: OpenDeviceOptions): Promise<OpenedDevi
     const available = (adapter.limits as unknown as Record<string, number>)[name];
     if (available !== undefined) requiredLimits[name] = Math.max(requiredLimits[name] ?? 0, Math.min(available, wanted));
   }
-  const features = (options.optionalFeatures ?? []).filter((f) => adapter.features.has(f));
+  const features = [...new Set([...DEFAULT_OPTIONAL_FEATURES, ...(options.optionalFeatures ?? [])])].filter((f) => adapter.features.has(f));
   let device: GPUDevice;
   try {
     device = await adapter.requestDevice({ requiredLimits, requiredFeatures: features });

@@ -11,16 +11,23 @@
  * into a table of counts shared by all bindings ({@link CountTable}), so encoding the same binding
  * several times in one command buffer with different counts is fine.
  *
- * Shaders: src/wgsl/{matvec,matmul}.forward.wgsl + src/wgsl/weights/common.wgsl + one
- * src/wgsl/weights/<dtype>.wgsl, concatenated per (op, dtype) and compiled once (PipelineCache).
+ * Shaders: src/wgsl/{matvec,matvec_rows,matmul}.forward.wgsl + src/wgsl/weights/common.wgsl + one
+ * src/wgsl/weights/<dtype>.wgsl, concatenated per (op, dtype) and compiled once (PipelineCache);
+ * the matvecs take their lane sum from matvec_reduce.forward.wgsl, or matvec_reduce_sg.forward.wgsl
+ * where the device has subgroups. {@link LinearKernels.bindMatVecMulti} puts several weights over
+ * one x in one dispatch (matvec_multi.forward.wgsl with per-weight decoders generated here).
  */
 import matmulSource from '../../wgsl/matmul.forward.wgsl';
 import matvecSource from '../../wgsl/matvec.forward.wgsl';
 import matvecRowsSource from '../../wgsl/matvec_rows.forward.wgsl';
+import matvecMultiSource from '../../wgsl/matvec_multi.forward.wgsl';
+import matvecReduceSource from '../../wgsl/matvec_reduce.forward.wgsl';
+import matvecReduceSgSource from '../../wgsl/matvec_reduce_sg.forward.wgsl';
 import geluSource from '../../wgsl/gelu.wgsl';
 import { RullamaError } from '../errors.js';
 import { GGML_TYPES, type GGMLType, typeName } from '../gguf/types.js';
 import { uploadStorage, uploadUniform } from './buffers.js';
+import { isSoftwareDevice } from './device.js';
 import { PipelineCache, type ShaderPart } from './pipelines.js';
 import { CountTable, countLayoutEntry } from './token-counts.js';
 import { WEIGHT_SNIPPETS, WEIGHTS_COMMON, wgslConst } from './weight-snippets.js';
@@ -32,19 +39,95 @@ export const LINEAR_TYPES: readonly GGMLType[] = [...WEIGHT_SNIPPETS.keys()];
 export const MATVEC_ROWS_PER_WORKGROUP = wgslConst(matvecSource, 'ROWS_PER_WG');
 /** Rows per workgroup of the one-thread-per-row matvec used for short rows. */
 export const MATVEC_ROWS_WG_SIZE = wgslConst(matvecRowsSource, 'WG_SIZE');
-/** Rows of at most this many values go to the one-thread-per-row matvec. */
+/** Rows of at most this many values go to the one-thread-per-row matvec (when there are many rows). */
 export const MATVEC_SHORT_ROW = 256;
+/**
+ * The one-thread-per-row matvec needs at least this many rows to fill a GPU (one thread walks a
+ * whole row, a chain of dependent loads); fewer short rows (Gemma 4's per-layer proj, 1,536 rows
+ * of 256) take the lanes-per-row kernel. Not on a software device ({@link isSoftwareDevice}):
+ * there, where a workgroup's threads are emulated and its barriers cost far more than they do on
+ * a GPU, every row of any length takes the thread-per-row kernel (with lanes per row, the demo
+ * model decoded 8x slower on SwiftShader).
+ */
+export const MATVEC_SHORT_MIN_ROWS = 16384;
 /** Rows of at least this many values get 128 threads each instead of 32 (and 2 rows per workgroup). */
 export const MATVEC_LONG_ROW = 4096;
 const MATVEC_WG = 256;
 const GELU: ShaderPart = { name: 'gelu.wgsl', source: geluSource };
+const REDUCE: ShaderPart = { name: 'matvec_reduce.forward.wgsl', source: matvecReduceSource };
+const REDUCE_SG: ShaderPart = { name: 'matvec_reduce_sg.forward.wgsl', source: matvecReduceSgSource };
+
+/**
+ * Whether the device's subgroups suit matvec_reduce_sg.forward.wgsl: a probe kernel of MATVEC_WG
+ * threads checks that every thread's subgroup_invocation_id is local_invocation_index % size and
+ * that the size is a power of two of at most 32 (the fewest lanes a matvec row has).
+ */
+async function probeSubgroups(device: GPUDevice): Promise<boolean> {
+  const code = `enable subgroups;
+@group(0) @binding(0) var<storage, read_write> bad: atomic<u32>;
+@compute @workgroup_size(${MATVEC_WG})
+fn main(@builtin(local_invocation_index) li: u32, @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) size: u32) {
+  let lanes = subgroupAdd(1u);
+  let ok = lane == li % size && size <= 32u && (size & (size - 1u)) == 0u && lanes == size;
+  if (!ok) {
+    atomicAdd(&bad, 1u);
+  }
+}`;
+  const buffer = device.createBuffer({ label: 'subgroup probe', size: 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+  const read = device.createBuffer({ label: 'subgroup probe read', size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  try {
+    device.pushErrorScope('validation');
+    const module = device.createShaderModule({ label: 'subgroup probe', code });
+    if (await device.popErrorScope()) return false;
+    const pipeline = await device.createComputePipelineAsync({ label: 'subgroup probe', layout: 'auto', compute: { module, entryPoint: 'main' } });
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] }));
+    pass.dispatchWorkgroups(4);
+    pass.end();
+    encoder.copyBufferToBuffer(buffer, 0, read, 0, 16);
+    device.queue.submit([encoder.finish()]);
+    await read.mapAsync(GPUMapMode.READ);
+    const bad = new Uint32Array(read.getMappedRange())[0]!;
+    read.unmap();
+    return bad === 0;
+  } catch {
+    return false;
+  } finally {
+    buffer.destroy();
+    read.destroy();
+  }
+}
 
 /** What a matvec does with each output: nothing, or a GELU product with a second vector (`aux`). */
 export type MatVecEpilogue = 'none' | 'gelu-aux-times' | 'gelu-times-aux';
 const EPILOGUES: Record<MatVecEpilogue, number> = { none: 0, 'gelu-aux-times': 1, 'gelu-times-aux': 2 };
-/** Rows × tokens of y per matmul workgroup. */
+/** Rows × tokens of y per matmul workgroup (the wide tile; see {@link MatMulTile}). */
 export const MATMUL_TILE_ROWS = wgslConst(matmulSource, 'TILE_ROWS');
 export const MATMUL_TILE_TOKENS = wgslConst(matmulSource, 'TILE_TOKENS');
+
+/**
+ * The matmul's token tile: 'wide' (matmul.forward.wgsl as written: 64 tokens, 8 per thread, 128
+ * threads, K steps of 16) does twice the arithmetic per shared-memory load; 'narrow' (32 tokens,
+ * 2 per thread, 256 threads, K steps of 32) makes twice the workgroups, which matrices of few rows
+ * need to fill the GPU. Default: wide from {@link MATMUL_WIDE_ROWS} rows on.
+ */
+export type MatMulTile = 'wide' | 'narrow';
+/** Matmuls of at least this many rows use the wide tile by default. */
+export const MATMUL_WIDE_ROWS = 4096;
+const MATMUL_NARROW = { WG_TOKENS: 16, TOKENS_PER_THREAD: 2, TILE_TOKENS: 32, K_CHUNK: 32 };
+
+/** matmul.forward.wgsl with the narrow tile's constants. */
+function narrowMatmulSource(): string {
+  let src = matmulSource;
+  for (const [name, value] of Object.entries(MATMUL_NARROW)) {
+    const re = new RegExp(`(\\bconst\\s+${name}\\s*:\\s*u32\\s*=\\s*)\\d+u`);
+    if (!re.test(src)) throw new Error(`matmul.forward.wgsl: constant ${name} not found`);
+    src = src.replace(re, `$1${value}u`);
+  }
+  return src;
+}
 
 /** Row length (values) must be a multiple of this for every dtype: the kernels step in 32-value chunks. */
 const COL_MULTIPLE = 32;
@@ -118,9 +201,17 @@ export interface MatVecBinding {
   epilogue?: MatVecEpilogue;
   aux?: GPUBuffer;
   auxOffset?: number;
+  /**
+   * Matvec only: one thread per row (true) or a group of lanes per row (false). Default: one
+   * thread per row for rows of at most {@link MATVEC_SHORT_ROW} values when there are at least
+   * {@link MATVEC_SHORT_MIN_ROWS} rows; every row on a software device.
+   */
+  threadPerRow?: boolean;
 }
 
 export interface MatMulBinding extends MatVecBinding {
+  /** The token tile (default: 'wide' from {@link MATMUL_WIDE_ROWS} rows on, else 'narrow'). */
+  tile?: MatMulTile;
   /** The most tokens any call will multiply; x holds [tokens, xStride], y [tokens, yStride]. */
   tokens: number;
   /** Elements between consecutive tokens of x; a multiple of 4, at least cols (default cols). */
@@ -129,9 +220,105 @@ export interface MatMulBinding extends MatVecBinding {
   yStride?: number;
 }
 
+/** One weight of a {@link LinearKernels.bindMatVecMulti} binding. */
+export interface MatVecPart {
+  weight: GPUBuffer;
+  type: GGMLType;
+  rows: number;
+  /** Split mode: where this product goes (distinct buffers, or non-overlapping ranges of one). */
+  y?: GPUBuffer;
+  yOffset?: number;
+}
+
+export interface MatVecMultiBinding {
+  /**
+   * 1 to 3 weights of `cols` columns, each in its own dtype, over the same x. Without `gelu`, each
+   * part's y gets its own product (a layer's q, k, v in one dispatch); with `gelu`, exactly two parts
+   * of equal rows (gate, up) and gelu.y[r] = gelu_tanh(gate·x)[r]·(up·x)[r] (the bits of a gate
+   * matvec followed by an up matvec with the 'gelu-aux-times' epilogue).
+   */
+  parts: readonly MatVecPart[];
+  cols: number;
+  x: GPUBuffer;
+  xOffset?: number;
+  gelu?: { y: GPUBuffer; yOffset?: number };
+  label?: string;
+}
+
+/** The most weights one {@link LinearKernels.bindMatVecMulti} dispatch takes. */
+export const MATVEC_MULTI_MAX = 3;
+
+/** weights/common.wgsl + a dtype snippet with every name suffixed by `i` (weight → weight{i}, w_x → w{i}_x, W_X → W{i}_X, W8 → W8_{i}). */
+function suffixedDecoders(i: number, snippet: ShaderPart): ShaderPart {
+  const rename = (src: string) =>
+    src.replace(/\bweight\b/g, `weight${i}`).replace(/\bw_(\w+)/g, `w${i}_$1`).replace(/\bW_(\w+)/g, `W${i}_$1`).replace(/\bW8\b/g, `W8_${i}`);
+  return { name: `weights #${i} (${snippet.name})`, source: `${rename(WEIGHTS_COMMON.source)}\n${rename(snippet.source)}` };
+}
+
+/** The generated part of matvec_multi.forward.wgsl for weights of these dtypes (see the shader). */
+function matvecMultiParts(types: readonly GGMLType[]): ShaderPart[] {
+  const parts: ShaderPart[] = [];
+  const lines: string[] = [];
+  types.forEach((type, i) => {
+    parts.push(suffixedDecoders(i, WEIGHT_SNIPPETS.get(type)!));
+    lines.push(
+      `@group(0) @binding(${5 + i}) var<storage, read> weight${i}: array<u32>;`,
+      // Group k of row `row` of weight i, times x.
+      `fn group_dot_${i}(row: u32, k: u32) -> f32 {`,
+      `  let gpb = W${i}_BLOCK_VALUES / 8u;`,
+      `  let row_byte = row * (params.cols / W${i}_BLOCK_VALUES) * W${i}_BLOCK_BYTES;`,
+      `  let w = w${i}_decode8(row_byte + (k / gpb) * W${i}_BLOCK_BYTES, k % gpb);`,
+      `  let xp = x_pair(k);`,
+      `  return w.scale * (dot(w.q0, xp[0]) + dot(w.q1, xp[1])) + w.bias * dot(xp[0] + xp[1], vec4<f32>(1.0));`,
+      `}`,
+      // Two groups per step, so that their loads are in flight together.
+      `fn row_dot_${i}(row: u32, lane: u32) -> f32 {`,
+      `  let groups = params.cols / 8u;`,
+      `  var a = 0.0;`,
+      `  var b = 0.0;`,
+      `  var k = lane;`,
+      `  for (; k + LANES_PER_ROW < groups; k += 2u * LANES_PER_ROW) {`,
+      `    a += group_dot_${i}(row, k);`,
+      `    b += group_dot_${i}(row, k + LANES_PER_ROW);`,
+      `  }`,
+      `  if (k < groups) {`,
+      `    a += group_dot_${i}(row, k);`,
+      `  }`,
+      `  return a + b;`,
+      `}`,
+    );
+  });
+  lines.push('fn row_dot(s: u32, row: u32, lane: u32) -> f32 {', '  switch (s) {');
+  types.forEach((_, i) => lines.push(i === types.length - 1 ? `    default: { return row_dot_${i}(row, lane); }` : `    case ${i}u: { return row_dot_${i}(row, lane); }`));
+  lines.push('  }', '}');
+  // The GELU mode's two products of one row in one loop (weights 0 and 1), loads in flight together.
+  if (types.length === 2) {
+    lines.push(
+      'fn row_dot_pair(row: u32, lane: u32) -> vec2<f32> {',
+      '  let groups = params.cols / 8u;',
+      '  var acc = vec2<f32>(0.0);',
+      '  for (var k = lane; k < groups; k += LANES_PER_ROW) {',
+      '    acc += vec2<f32>(group_dot_0(row, k), group_dot_1(row, k));',
+      '  }',
+      '  return acc;',
+      '}',
+    );
+  } else {
+    lines.push('fn row_dot_pair(row: u32, lane: u32) -> vec2<f32> {', '  return vec2<f32>(row_dot(0u, row, lane), 0.0);', '}');
+  }
+  parts.push({ name: 'matvec_multi generated', source: lines.join('\n') });
+  return parts;
+}
+
 export interface LinearKernelsOptions {
   /** A pipeline cache to share with other ops on the same device (default: a private one). */
   pipelines?: PipelineCache;
+  /**
+   * Whether the matvecs may sum their lanes with subgroup operations (default: when the device was
+   * opened with the 'subgroups' feature and a probe finds the layout they assume); false keeps the
+   * shared-memory tree.
+   */
+  subgroups?: boolean;
 }
 
 /**
@@ -148,9 +335,20 @@ export class LinearKernels {
   private readonly counts: CountTable;
   /** Bound as `aux` by a matvec without an epilogue. */
   private readonly placeholder: GPUBuffer;
+  /** Bound as the unused outputs of a multi matvec (writable bindings may not share a buffer). */
+  private readonly placeholderOut: GPUBuffer[];
+  private readonly multiLayouts = new Map<number, { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout }>();
+  /** Whether the matvecs use subgroup sums (settled on first use). */
+  private subgroupsReady: Promise<boolean> | null = null;
+  private narrowSource: string | undefined;
+  private readonly wantSubgroups: boolean;
+  /** A software device: every matvec row takes one thread (see {@link MATVEC_SHORT_MIN_ROWS}). */
+  private readonly software: boolean;
 
   constructor(readonly device: GPUDevice, options: LinearKernelsOptions = {}) {
     this.pipelines = options.pipelines ?? new PipelineCache(device);
+    this.wantSubgroups = (options.subgroups ?? true) && device.features.has('subgroups' as GPUFeatureName);
+    this.software = isSoftwareDevice(device);
     const storage = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({
       binding,
       visibility: GPUShaderStage.COMPUTE,
@@ -159,6 +357,7 @@ export class LinearKernels {
     const common = [storage(0, 'read-only-storage'), storage(1, 'read-only-storage'), storage(2, 'storage'), storage(3, 'uniform')];
     this.matvecLayout = device.createBindGroupLayout({ label: 'matvec', entries: [...common, storage(4, 'read-only-storage')] });
     this.placeholder = device.createBuffer({ label: 'matvec aux placeholder', size: 16, usage: GPUBufferUsage.STORAGE });
+    this.placeholderOut = [0, 1].map((i) => device.createBuffer({ label: `matvec output placeholder ${i}`, size: 16, usage: GPUBufferUsage.STORAGE }));
     this.matmulLayout = device.createBindGroupLayout({
       label: 'matmul',
       entries: [...common, countLayoutEntry(4)],
@@ -169,24 +368,33 @@ export class LinearKernels {
   }
 
   /** Compiles the pipelines for these dtypes ahead of binding (binding compiles on demand otherwise). */
-  async prepare(types: readonly GGMLType[], ops: readonly ('matvec' | 'matmul')[] = ['matvec', 'matmul']): Promise<void> {
+  async prepare(types: readonly GGMLType[], ops: readonly ('matvec' | 'matmul' | 'matmul_narrow')[] = ['matvec', 'matmul', 'matmul_narrow']): Promise<void> {
     await Promise.all(types.flatMap((type) => ops.map((op) => this.pipeline(op, type))));
   }
 
+  /** Whether this object's matvecs sum lanes with subgroups (probes the device once). */
+  useSubgroups(): Promise<boolean> {
+    this.subgroupsReady ??= this.wantSubgroups ? probeSubgroups(this.device) : Promise.resolve(false);
+    return this.subgroupsReady;
+  }
+
   /** The (cached) pipeline of an op for a dtype; rejects with ShaderCompileError if it does not compile. */
-  pipeline(op: 'matvec' | 'matvec_rows' | 'matmul', type: GGMLType, constants?: Record<string, number>): Promise<GPUComputePipeline> {
+  async pipeline(op: 'matvec' | 'matvec_rows' | 'matmul' | 'matmul_narrow', type: GGMLType, constants?: Record<string, number>): Promise<GPUComputePipeline> {
     const snippet = WEIGHT_SNIPPETS.get(type);
-    if (!snippet) return Promise.reject(new RullamaError('unsupported', `linear layers over ${typeName(type)} weights are not supported`));
+    if (!snippet) throw new RullamaError('unsupported', `linear layers over ${typeName(type)} weights are not supported`);
     const body: ShaderPart =
       op === 'matvec' ? { name: 'matvec.forward.wgsl', source: matvecSource }
       : op === 'matvec_rows' ? { name: 'matvec_rows.forward.wgsl', source: matvecRowsSource }
+      : op === 'matmul_narrow' ? { name: 'matmul.forward.wgsl (narrow tile)', source: (this.narrowSource ??= narrowMatmulSource()) }
       : { name: 'matmul.forward.wgsl', source: matmulSource };
+    const sg = op === 'matvec' && (await this.useSubgroups());
+    const isMatmul = op === 'matmul' || op === 'matmul_narrow';
     return this.pipelines.get({
-      name: op,
+      name: sg ? 'matvec_sg' : op,
       dtype: typeName(type),
       constants,
-      parts: op === 'matmul' ? [body, WEIGHTS_COMMON, snippet] : [body, GELU, WEIGHTS_COMMON, snippet],
-      layout: op === 'matmul' ? this.matmulPipelineLayout : this.matvecPipelineLayout,
+      parts: isMatmul ? [body, WEIGHTS_COMMON, snippet] : op === 'matvec' ? (sg ? [REDUCE_SG, body, GELU, WEIGHTS_COMMON, snippet] : [body, REDUCE, GELU, WEIGHTS_COMMON, snippet]) : [body, GELU, WEIGHTS_COMMON, snippet],
+      layout: isMatmul ? this.matmulPipelineLayout : this.matvecPipelineLayout,
     });
   }
 
@@ -194,7 +402,7 @@ export class LinearKernels {
   async bindMatVec(b: MatVecBinding): Promise<Dispatch> {
     const label = b.label ?? `matvec/${typeName(b.type)} ${b.rows}x${b.cols}`;
     const g = this.check(b, 1, b.cols, b.rows, label);
-    const short = b.cols <= MATVEC_SHORT_ROW;
+    const short = b.threadPerRow ?? (this.software || (b.cols <= MATVEC_SHORT_ROW && b.rows >= MATVEC_SHORT_MIN_ROWS));
     const lanes = b.cols >= MATVEC_LONG_ROW ? 128 : 32;
     const epilogue = b.epilogue ?? 'none';
     const auxOffset = b.auxOffset ?? 0;
@@ -236,6 +444,89 @@ export class LinearKernels {
   }
 
   /**
+   * Binds several matvecs over one x as one dispatch ({@link MatVecMultiBinding}): a layer's q/k/v,
+   * or an MLP's gate/up with their GELU product.
+   */
+  async bindMatVecMulti(b: MatVecMultiBinding): Promise<Dispatch> {
+    const n = b.parts.length;
+    const label = b.label ?? `matvec_multi ${b.parts.map((p) => `${typeName(p.type)} ${p.rows}`).join(' + ')} x ${b.cols}`;
+    const bad = (message: string): never => {
+      throw new RullamaError('bad-argument', `${label}: ${message}`);
+    };
+    if (n < 1 || n > MATVEC_MULTI_MAX) bad(`takes 1 to ${MATVEC_MULTI_MAX} weights, not ${n}`);
+    const gelu = b.gelu;
+    if (gelu && (n !== 2 || b.parts[0]!.rows !== b.parts[1]!.rows)) bad('the gelu mode takes two weights (gate, up) of equal rows');
+    const xOffset = b.xOffset ?? 0;
+    const outs: { y: GPUBuffer; yOffset: number }[] = [];
+    for (const [i, p] of b.parts.entries()) {
+      const y = gelu ? gelu.y : p.y;
+      if (!y) bad(`weight ${i} has no y`);
+      const g = this.check({ weight: p.weight, type: p.type, rows: p.rows, cols: b.cols, x: b.x, xOffset, y: y!, yOffset: gelu ? gelu.yOffset : p.yOffset, label }, 1, b.cols, p.rows, label);
+      if (y === b.x) bad('y must not be x');
+      outs.push({ y: y!, yOffset: g.yOffset });
+    }
+    if (!gelu) {
+      for (let i = 0; i < n; i++) {
+        for (let j = i + 1; j < n; j++) {
+          const [a, c] = [outs[i]!, outs[j]!];
+          if (a.y === c.y) bad(`weights ${i} and ${j} write the same buffer; give each its own output buffer`);
+        }
+      }
+    }
+    const lanes = b.cols >= MATVEC_LONG_ROW ? 128 : 32;
+    const rowsPerGroup = MATVEC_WG / lanes;
+    const wgs = b.parts.map((p) => Math.ceil(p.rows / rowsPerGroup));
+    const firstWg1 = gelu ? 2 ** 32 - 1 : n > 1 ? wgs[0]! : 2 ** 32 - 1;
+    const firstWg2 = gelu ? 2 ** 32 - 1 : n > 2 ? wgs[0]! + wgs[1]! : 2 ** 32 - 1;
+    const groups = gelu ? wgs[0]! : wgs.reduce((a, v) => a + v, 0);
+
+    let layout = this.multiLayouts.get(n);
+    if (!layout) {
+      const entry = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
+      const entries = [entry(0, 'read-only-storage'), entry(1, 'uniform'), entry(2, 'storage'), entry(3, 'storage'), entry(4, 'storage')];
+      for (let i = 0; i < n; i++) entries.push(entry(5 + i, 'read-only-storage'));
+      const group = this.device.createBindGroupLayout({ label: `matvec_multi ${n}`, entries });
+      layout = { group, pipeline: this.device.createPipelineLayout({ label: `matvec_multi ${n}`, bindGroupLayouts: [group] }) };
+      this.multiLayouts.set(n, layout);
+    }
+    const types = b.parts.map((p) => p.type);
+    const sg = await this.useSubgroups();
+    const body: ShaderPart = { name: 'matvec_multi.forward.wgsl', source: matvecMultiSource };
+    const pipeline = await this.pipelines.get({
+      name: sg ? 'matvec_multi_sg' : 'matvec_multi',
+      dtype: types.map(typeName).join('+'),
+      constants: { LANES_PER_ROW: lanes, MODE: gelu ? 1 : 0 },
+      parts: sg ? [REDUCE_SG, body, ...matvecMultiParts(types)] : [body, REDUCE, ...matvecMultiParts(types)],
+      layout: layout.pipeline,
+    });
+    const rows = [0, 1, 2].map((i) => b.parts[i]?.rows ?? 0);
+    const yOffsets = [0, 1, 2].map((i) => (gelu ? (i === 0 ? outs[0]!.yOffset : 0) : (outs[i]?.yOffset ?? 0)));
+    const params = uploadUniform(this.device, new Uint32Array([b.cols, xOffset, ...rows, ...yOffsets, firstWg1, firstWg2]), `${label} params`);
+    const ys = gelu ? [gelu.y, ...this.placeholderOut] : [0, 1, 2].map((i) => outs[i]?.y ?? this.placeholderOut[i - 1]!);
+    const bindGroup = this.device.createBindGroup({
+      label,
+      layout: layout.group,
+      entries: [b.x, params, ...ys, ...b.parts.map((p) => p.weight)].map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
+    const gx = Math.min(groups, this.device.limits.maxComputeWorkgroupsPerDimension);
+    const gy = Math.ceil(groups / gx);
+    return {
+      label,
+      maxTokens: 1,
+      encode(pass: GPUComputePassEncoder, tokens = 1): void {
+        if (tokens === 0) return;
+        if (tokens !== 1) throw new RullamaError('bad-argument', `${label}: a matvec multiplies 1 token, not ${tokens}`);
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bindGroup);
+        pass.dispatchWorkgroups(gx, gy);
+      },
+      destroy(): void {
+        params.destroy();
+      },
+    };
+  }
+
+  /**
    * Binds y[yOffset + t·yStride + r] = Σ_c W[firstRow + r, c] · x[xOffset + t·xStride + c] for
    * r < rows and t < the token count given to each encode (at most `tokens`).
    */
@@ -252,12 +543,15 @@ export class LinearKernels {
       throw new RullamaError('bad-argument', `${label}: yStride ${yStride} must be at least rows (${b.rows})`);
     }
     const g = this.check(b, maxTokens, xStride, yStride, label);
+    const tile = b.tile ?? (b.rows >= MATMUL_WIDE_ROWS ? 'wide' : 'narrow');
+    if (tile !== 'wide' && tile !== 'narrow') throw new RullamaError('bad-argument', `${label}: tile must be 'wide' or 'narrow', not ${String(tile)}`);
+    const tileTokens = tile === 'wide' ? MATMUL_TILE_TOKENS : MATMUL_NARROW.TILE_TOKENS;
     const rowTiles = Math.ceil(b.rows / MATMUL_TILE_ROWS);
     const maxGroups = this.device.limits.maxComputeWorkgroupsPerDimension;
-    if (rowTiles > maxGroups || Math.ceil(maxTokens / MATMUL_TILE_TOKENS) > maxGroups) {
+    if (rowTiles > maxGroups || Math.ceil(maxTokens / tileTokens) > maxGroups) {
       throw new RullamaError('bad-argument', `${label}: ${b.rows} rows × ${maxTokens} tokens need more workgroups than one dispatch allows; split the rows`);
     }
-    const pipeline = await this.pipeline('matmul', b.type);
+    const pipeline = await this.pipeline(tile === 'wide' ? 'matmul' : 'matmul_narrow', b.type);
     const params = uploadUniform(this.device, new Uint32Array([b.rows, b.cols, g.firstRow, g.xOffset, xStride, g.yOffset, yStride]), `${label} params`);
     const bindGroup = this.device.createBindGroup({
       label,
@@ -280,7 +574,7 @@ export class LinearKernels {
         dynamicOffset[0] = counts.offset(tokens);
         pass.setPipeline(pipeline);
         pass.setBindGroup(0, bindGroup, dynamicOffset, 0, 1);
-        pass.dispatchWorkgroups(rowTiles, Math.ceil(tokens / MATMUL_TILE_TOKENS));
+        pass.dispatchWorkgroups(rowTiles, Math.ceil(tokens / tileTokens));
       },
       destroy(): void {
         params.destroy();
@@ -292,6 +586,7 @@ export class LinearKernels {
   destroy(): void {
     this.counts.destroy();
     this.placeholder.destroy();
+    for (const b of this.placeholderOut) b.destroy();
   }
 
   /** Validates a binding's shape, offsets and buffer sizes; returns the defaulted offsets. */

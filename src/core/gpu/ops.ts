@@ -10,8 +10,11 @@
  *   ple_combine (RMS(proj·s, w) + e·sqrt(P))·2^(-1/2) per layer slice (the same kernel)
  *   rope        NeoX rotate-half, in place, angles pos·base^(-2j/dims)/factor[j]
  *   kv_store    append T tokens' K and V to a layer's (possibly ring) cache
+ *   qk_norm_rope  a layer's q-norm + rope in place and, with its own KV, k-norm + rope, v-norm and
+ *               the KV store, in one dispatch
  *   attention   causal / sliding-window GQA over the cache, scale 1, online softmax; key splits
- *               spread short blocks (decode) over many workgroups
+ *               spread short blocks (decode) over many workgroups; one token over at most
+ *               ATTENTION_DECODE_MAX_KEYS keys takes a one-pass kernel (no combine dispatch)
  *   add, mul, gelu_mul, scale (by a GPU scalar), softcap — elementwise
  *
  * Usage is that of {@link LinearKernels}: bind each use once (this builds its uniform and bind
@@ -25,7 +28,7 @@
  * therefore sees one `start`: submit each block (prefill chunk, decode step) separately, or use
  * one position buffer per block.
  *
- * Shaders: src/wgsl/{embed,rms_norm,rope,kv_store,attention,elementwise}.forward.wgsl (embed also
+ * Shaders: src/wgsl/{embed,rms_norm,rope,kv_store,qk_norm_rope,attention,elementwise}.forward.wgsl (embed also
  * takes weights/common.wgsl and one weights/<dtype>.wgsl), compiled once per variant by the
  * {@link PipelineCache}. Bindings are ordered inputs → outputs → params → counts (→ position).
  */
@@ -35,8 +38,10 @@ import embedSource from '../../wgsl/embed.forward.wgsl';
 import kvStoreSource from '../../wgsl/kv_store.forward.wgsl';
 import rmsNormSource from '../../wgsl/rms_norm.forward.wgsl';
 import ropeSource from '../../wgsl/rope.forward.wgsl';
+import qkNormRopeSource from '../../wgsl/qk_norm_rope.forward.wgsl';
 import { RullamaError } from '../errors.js';
 import { GGML_TYPES, type GGMLType, typeName } from '../gguf/types.js';
+import { isSoftwareDevice } from './device.js';
 import type { Dispatch } from './linear.js';
 import { PipelineCache, type ShaderPart } from './pipelines.js';
 import { CountTable, countLayoutEntry } from './token-counts.js';
@@ -51,6 +56,9 @@ const EMBED: ShaderPart = { name: 'embed.forward.wgsl', source: embedSource };
 const RMS_NORM: ShaderPart = { name: 'rms_norm.forward.wgsl', source: rmsNormSource };
 const ROPE: ShaderPart = { name: 'rope.forward.wgsl', source: ropeSource };
 const KV_STORE: ShaderPart = { name: 'kv_store.forward.wgsl', source: kvStoreSource };
+const QK_NORM_ROPE: ShaderPart = { name: 'qk_norm_rope.forward.wgsl', source: qkNormRopeSource };
+/** Largest head dim the fused q/k norm + RoPE kernel takes (one head in shared memory). */
+export const QK_NORM_ROPE_MAX_HEAD_DIM = wgslConst(qkNormRopeSource, 'MAX_HEAD_DIM');
 const ATTENTION: ShaderPart = { name: 'attention.forward.wgsl', source: attentionSource };
 const ELEMENTWISE: ShaderPart = { name: 'elementwise.forward.wgsl', source: elementwiseSource };
 
@@ -66,6 +74,10 @@ export const ATTENTION_KEYS = wgslConst(attentionSource, 'KEYS');
 export const ATTENTION_MAX_SPLITS = wgslConst(attentionSource, 'MAX_SPLITS');
 /** Largest head dim the attention kernel takes (each thread keeps head_dim/32 vec4 of output in registers). */
 export const ATTENTION_MAX_HEAD_DIM = wgslConst(attentionSource, 'MAX_HEAD_DIM');
+/** The most keys a query may see for the one-pass decode kernel. */
+export const ATTENTION_DECODE_MAX_KEYS = wgslConst(attentionSource, 'DEC_MAX_KEYS');
+/** The most vec4s of a head one workgroup of the decode kernel computes. */
+const ATTENTION_DECODE_SLICE = wgslConst(attentionSource, 'DEC_SLICE_MAX');
 /** Attention splits the keys until about this many workgroups run (row blocks × kv heads × splits). */
 const ATTENTION_TARGET_WORKGROUPS = 512;
 
@@ -246,6 +258,50 @@ export interface KvStoreBinding extends BlockBinding {
   position: GPUBuffer;
 }
 
+/**
+ * A layer's per-head work before attention in one dispatch: q = rope(RMS(q)·qNorm) in place and,
+ * with `kv`, the cache slots of positions start + t get rope(RMS(k)·kNorm) and RMS(v) (unweighted):
+ * bindRmsNorm + bindRope for q, and for k/v two norms, a rope and bindKvStore, fused.
+ */
+export interface QkNormRopeBinding extends BlockBinding {
+  /** f32 queries, rotated in place: token t's head h at q[qOffset + t·qStride + h·headDim]. */
+  q: GPUBuffer;
+  qOffset?: number;
+  /** Default heads·headDim. */
+  qStride?: number;
+  heads: number;
+  /** At most {@link QK_NORM_ROPE_MAX_HEAD_DIM}. */
+  headDim: number;
+  /** Rotated values per head (even, at most headDim; default headDim). */
+  dims?: number;
+  base: number;
+  /** As {@link RopeBinding.factors}. */
+  factors?: Float32Array;
+  /** F32 [headDim] q_norm weight at qNormOffset. */
+  qNorm: GPUBuffer;
+  qNormOffset?: number;
+  eps: number;
+  position: GPUBuffer;
+  /** The k and v heads of a layer that computes its own KV (omitted on layers that reuse another's cache). */
+  kv?: {
+    k: GPUBuffer;
+    kOffset?: number;
+    kStride?: number;
+    v: GPUBuffer;
+    vOffset?: number;
+    vStride?: number;
+    kvHeads: number;
+    /** F32 [headDim] k_norm weight. */
+    kNorm: GPUBuffer;
+    kNormOffset?: number;
+    /** f32 [capacity][kvHeads·headDim] each; position p goes to slot p % capacity. */
+    kCache: GPUBuffer;
+    vCache: GPUBuffer;
+    /** At least maxTokens. */
+    capacity: number;
+  };
+}
+
 export interface AttentionBinding extends BlockBinding {
   /** f32 queries: token t's head h at q[qOffset + t·qStride + h·headDim] (offset and stride multiples of 4). */
   q: GPUBuffer;
@@ -278,6 +334,14 @@ export interface AttentionBinding extends BlockBinding {
   position: GPUBuffer;
   /** Caps the key splits (default {@link ATTENTION_MAX_SPLITS}); 1 disables them. */
   maxSplits?: number;
+  /**
+   * Whether a one-token call may use the one-pass decode kernel (default: yes on a GPU, no on a
+   * software device, where its long per-workgroup loops between barriers run slower than the
+   * split kernel); it is used when
+   * every query sees at most {@link ATTENTION_DECODE_MAX_KEYS} keys (a sliding window, or a cache
+   * that small), otherwise one-token calls split the keys and combine.
+   */
+  decodeKernel?: boolean;
 }
 
 /** Token rows of one operand: element (t, i) at buffer[offset + t·stride + i]. */
@@ -391,10 +455,16 @@ export class OpKernels {
   private readonly placeholder: GPUBuffer;
   /** Bound in place of an output a variant does not write (apart from the read placeholder). */
   private readonly placeholderOut: GPUBuffer;
+  /** A second unused output (a bind group may not bind one buffer to two writable bindings). */
+  private readonly placeholderOut2: GPUBuffer;
   private readonly ropeTables = new Map<string, GPUBuffer>();
   private scratch: GPUBuffer | null = null;
   private readonly retired: GPUBuffer[] = [];
   private readonly maxGroups: number;
+  /** A software device (SwiftShader): barrier-light kernel variants (see {@link isSoftwareDevice}). */
+  private readonly software: boolean;
+  /** Threads of the norm kernels: 256 on a GPU (fewer dependent loads a thread), 128 on a software device. */
+  private readonly normThreads: number;
 
   constructor(
     readonly device: GPUDevice,
@@ -404,7 +474,10 @@ export class OpKernels {
     this.counts = new CountTable(device, 'op token counts');
     this.placeholder = device.createBuffer({ label: 'op placeholder', size: 16, usage: GPUBufferUsage.STORAGE });
     this.placeholderOut = device.createBuffer({ label: 'op output placeholder', size: 16, usage: GPUBufferUsage.STORAGE });
+    this.placeholderOut2 = device.createBuffer({ label: 'op output placeholder 2', size: 16, usage: GPUBufferUsage.STORAGE });
     this.maxGroups = device.limits.maxComputeWorkgroupsPerDimension;
+    this.software = isSoftwareDevice(device);
+    this.normThreads = this.software ? 128 : 256;
   }
 
   /** Frees the count tables, rope tables, attention scratch and placeholder. Bindings stop working. */
@@ -412,6 +485,7 @@ export class OpKernels {
     this.counts.destroy();
     this.placeholder.destroy();
     this.placeholderOut.destroy();
+    this.placeholderOut2.destroy();
     for (const b of this.ropeTables.values()) b.destroy();
     this.ropeTables.clear();
     this.scratch?.destroy();
@@ -521,7 +595,7 @@ export class OpKernels {
     const layout = this.layout('rms_norm', ['read', 'read', 'read', 'write', 'uniform', 'count', 'read', 'write']);
     const pipeline = await this.pipelines.get({
       name: 'rms_norm',
-      constants: { HAS_WEIGHT: b.weight ? 1 : 0, HAS_RESIDUAL: b.residual ? 1 : 0, X_IS_OUT: xIsOut ? 1 : 0, RESIDUAL_IS_OUT: residualIsOut ? 1 : 0, HAS_NEXT: next ? 1 : 0 },
+      constants: { WG_SIZE: this.normThreads, HAS_WEIGHT: b.weight ? 1 : 0, HAS_RESIDUAL: b.residual ? 1 : 0, X_IS_OUT: xIsOut ? 1 : 0, RESIDUAL_IS_OUT: residualIsOut ? 1 : 0, HAS_NEXT: next ? 1 : 0 },
       parts: [RMS_NORM],
       layout: layout.pipeline,
     });
@@ -591,6 +665,70 @@ export class OpKernels {
     const params = this.params(label, [b.heads, b.headDim, half, x.offset, x.stride], []);
     const group = this.bindGroup(label, layout, [table, b.x, params], maxTokens, b.position);
     return this.flatDispatch(label, maxTokens, pipeline, group, params, half, ROPE_WG);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // q/k norm + rope + kv store, fused
+
+  /** Binds {@link QkNormRopeBinding}: one workgroup per (token, head) of q, then k, then v. */
+  async bindQkNormRope(b: QkNormRopeBinding): Promise<Dispatch> {
+    const dims = b.dims ?? b.headDim;
+    const label = b.label ?? `qk_norm_rope ${b.heads}x${b.headDim}/${dims}`;
+    const maxTokens = this.checkTokens(label, b.maxTokens);
+    const { heads, headDim } = b;
+    if (!isCount(heads) || !isCount(headDim) || headDim > QK_NORM_ROPE_MAX_HEAD_DIM) bad(label, `heads ${heads} and headDim ${headDim} must be positive integers, headDim at most ${QK_NORM_ROPE_MAX_HEAD_DIM}`);
+    if (!isCount(dims) || dims % 2 !== 0 || dims > headDim) bad(label, `dims must be even and at most headDim (${headDim}), not ${dims}`);
+    if (!(b.base > 0) || !Number.isFinite(b.base)) bad(label, `base must be positive, not ${b.base}`);
+    if (b.factors) {
+      if (b.factors.length < dims / 2) bad(label, `factors has ${b.factors.length} values, ${dims / 2} are needed`);
+      for (let j = 0; j < dims / 2; j++) if (!(b.factors[j]! > 0) || !Number.isFinite(b.factors[j]!)) bad(label, `factor ${j} (${b.factors[j]}) must be positive and finite`);
+    }
+    if (!Number.isFinite(b.eps) || b.eps < 0) bad(label, `eps must be finite and non-negative, not ${b.eps}`);
+    const q = this.operand(label, 'q', b.q, b.qOffset, b.qStride, heads * headDim, maxTokens);
+    const qwOffset = b.qNormOffset ?? 0;
+    this.checkStorage(label, 'qNorm', b.qNorm);
+    if (!isIndex(qwOffset) || b.qNorm.size < 4 * (qwOffset + headDim)) bad(label, `qNorm has ${b.qNorm.size} bytes, ${4 * (qwOffset + headDim)} are needed`);
+    if (b.qNorm === b.q) bad(label, 'qNorm and q must be different buffers');
+    this.checkPosition(label, b.position);
+    const kv = b.kv;
+    let kOp = { offset: 0, stride: 0 };
+    let vOp = { offset: 0, stride: 0 };
+    let kwOffset = 0;
+    const kvHeads = kv?.kvHeads ?? 0;
+    const capacity = kv?.capacity ?? 0;
+    if (kv) {
+      if (!isCount(kvHeads)) bad(label, `kvHeads must be a positive integer, not ${kvHeads}`);
+      const width = kvHeads * headDim;
+      kOp = this.operand(label, 'k', kv.k, kv.kOffset, kv.kStride, width, maxTokens);
+      vOp = this.operand(label, 'v', kv.v, kv.vOffset, kv.vStride, width, maxTokens);
+      kwOffset = kv.kNormOffset ?? 0;
+      this.checkStorage(label, 'kNorm', kv.kNorm);
+      if (!isIndex(kwOffset) || kv.kNorm.size < 4 * (kwOffset + headDim)) bad(label, `kNorm has ${kv.kNorm.size} bytes, ${4 * (kwOffset + headDim)} are needed`);
+      if (!isCount(capacity) || capacity < maxTokens) bad(label, `capacity ${capacity} must be at least maxTokens (${maxTokens}): a block must not wrap onto itself`);
+      for (const [name, cache] of [['kCache', kv.kCache], ['vCache', kv.vCache]] as const) {
+        this.checkStorage(label, name, cache);
+        if (cache.size < 4 * capacity * width) bad(label, `${name} has ${cache.size} bytes, ${capacity} slots of ${width} need ${4 * capacity * width}`);
+        if (cache === kv.k || cache === kv.v || cache === b.q) bad(label, `${name} must differ from q, k and v`);
+      }
+      if (kv.kCache === kv.vCache) bad(label, 'kCache and vCache must be different buffers');
+      if (kv.k === b.q || kv.v === b.q) bad(label, 'k and v must differ from q');
+      if (capacity * width > 2 ** 32 - 1) bad(label, 'the cache holds more than 2^32 values');
+    }
+    const perToken = heads + 2 * kvHeads;
+    if (maxTokens * perToken > this.maxGroups ** 2) bad(label, `${maxTokens * perToken} heads need more workgroups than one dispatch allows`);
+    const half = dims / 2;
+
+    const layout = this.layout('qk_norm_rope', ['read', 'read', 'read', 'read', 'read', 'write', 'write', 'write', 'uniform', 'count', 'uniform']);
+    const pipeline = await this.pipelines.get({ name: 'qk_norm_rope', constants: { WG_SIZE: this.normThreads, HAS_KV: kv ? 1 : 0 }, parts: [QK_NORM_ROPE], layout: layout.pipeline });
+    const table = this.ropeTable(dims, b.base, b.factors ? b.factors.subarray(0, half) : null);
+    const params = this.params(label, [heads, kvHeads, headDim, half, q.offset, q.stride, kOp.offset, kOp.stride, vOp.offset, vOp.stride, capacity, qwOffset, kwOffset], [b.eps]);
+    const ph = this.placeholder;
+    const group = this.bindGroup(
+      label, layout,
+      kv ? [table, b.qNorm, kv.kNorm, kv.k, kv.v, b.q, kv.kCache, kv.vCache, params] : [table, b.qNorm, ph, ph, ph, b.q, this.placeholderOut, this.placeholderOut2, params],
+      maxTokens, b.position,
+    );
+    return this.flatDispatch(label, maxTokens, pipeline, group, params, perToken, 1);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -684,9 +822,16 @@ export class OpKernels {
 
     const layout = this.layout('attention', ['read', 'read', 'read', 'write', 'write', 'uniform', 'count', 'count', 'uniform']);
     const constants: ShaderPart = { name: 'attention constants', source: `const HEAD_DIM: u32 = ${headDim}u;` };
-    const [main, combine] = await Promise.all([
+    // One-token calls: the one-pass kernel when every query sees at most DEC_MAX_KEYS keys.
+    const rowKeys = window > 0 ? Math.min(window, capacity) : neverWraps ? maxPosition! + 1 : capacity;
+    // Workgroups of the decode kernel: (query head, slice of DEC_SLICE_MAX vec4s of the head).
+    const decodeCount = heads * (headDim / 4 / Math.min(headDim / 4, ATTENTION_DECODE_SLICE));
+    const decodeGroups = [Math.min(decodeCount, this.maxGroups), Math.ceil(decodeCount / Math.min(decodeCount, this.maxGroups))] as const;
+    const useDecode = (b.decodeKernel ?? !this.software) && rowKeys <= ATTENTION_DECODE_MAX_KEYS && decodeCount <= this.maxGroups ** 2;
+    const [main, combine, decode] = await Promise.all([
       this.pipelines.get({ name: 'attention', dtype: `hd${headDim}`, parts: [constants, ATTENTION], layout: layout.pipeline }),
       this.pipelines.get({ name: 'attention_combine', dtype: `hd${headDim}`, parts: [constants, ATTENTION], layout: layout.pipeline, entryPoint: 'combine' }),
+      useDecode ? this.pipelines.get({ name: 'attention_decode', dtype: `hd${headDim}`, parts: [constants, ATTENTION], layout: layout.pipeline, entryPoint: 'decode' }) : null,
     ]);
     const params = this.params(label, [heads, kvHeads, group, capacity, window, q.offset, q.stride, out.offset, out.stride, kvStride, mlBase], [scale]);
     // Two counts: the call's token count (binding 6) and its key splits (binding 7).
@@ -697,6 +842,13 @@ export class OpKernels {
       maxTokens,
       2,
       (pass, tokens, offsets) => {
+        if (tokens === 1 && decode) {
+          offsets[1] = this.counts.offset(1);
+          pass.setPipeline(decode);
+          pass.setBindGroup(0, bindGroup, offsets, 0, 2);
+          pass.dispatchWorkgroups(decodeGroups[0], decodeGroups[1]);
+          return;
+        }
         const splits = splitsFor[tokens]!;
         offsets[1] = this.counts.offset(splits);
         pass.setPipeline(main);

@@ -1,5 +1,6 @@
 import { RullamaError, throwIfAborted } from '../errors.js';
 import { checkBufferSize, readBack, readFirstFloats } from '../gpu/buffers.js';
+import { isSoftwareDevice } from '../gpu/device.js';
 import { LinearKernels, type Dispatch, type MatVecEpilogue } from '../gpu/linear.js';
 import { OpKernels, PositionUniform } from '../gpu/ops.js';
 import { PipelineCache } from '../gpu/pipelines.js';
@@ -54,6 +55,12 @@ export interface GpuForwardOptions {
   maxTokens: number;
   /** Whether logits of every token of a block can be requested (needs [maxTokens][vocab] floats). */
   allLogits?: boolean;
+  /**
+   * Whether a one-token call computes q/k/v, and gate/up with their GELU product, as one matvec
+   * dispatch each. Default: on a GPU; off on a software device (SwiftShader), where the multi
+   * kernel's per-row lane sums cost more than the dispatches they save.
+   */
+  multiMatVecs?: boolean;
 }
 
 const f32 = 4;
@@ -63,9 +70,12 @@ const f32 = 4;
  * and bind group is made once here; a call writes the token ids, the per-layer token rows and the
  * start position, records the whole chain into one command encoder (one compute pass), and submits
  * once. A one-token step's chain is recorded ahead, while the GPU runs the step before (see
- * `prepared`). Decode-only fusions: the MLP's and the per-layer input's GELU products sit in the
- * up / inp_gate matvec epilogues; every layer ends with one rms_norm dispatch that also applies the
- * layer scale and the next layer's input norm.
+ * `prepared`). Every layer ends with one rms_norm dispatch that also applies the layer scale and
+ * the next layer's input norm, and its q/k norms, RoPE and KV store are one dispatch
+ * (qk_norm_rope). Decode-only fusions (a token without LoRA terms on the weights concerned): q, k
+ * and v are one matvec dispatch, gate, up and their GELU product another, the per-layer input's
+ * GELU product sits in the inp_gate matvec's epilogue, attention takes the one-pass decode kernel
+ * where the keys fit it, and the output norm reads h in the chain's compute pass.
  *
  * Activation buffers (f32, row-major, one row per token of the block):
  *   h [T][d] residual stream     x [T][d] normed input         q/o [T][nq·hd]   k/v [T][nkv·hd]
@@ -80,6 +90,8 @@ export class GpuForward {
   /** The chain in the groups a cancellation may stop between: the inputs, then one per layer. */
   private groups: Step[][] = [];
   private lastLogits: Step[] = [];
+  /** The last-token output steps of a one-token block: the norm reads h itself, in the chain's pass. */
+  private oneLogits: Step[] = [];
   private everyLogits: Step[] = [];
   private ids!: GPUBuffer;
   private pleRows: GPUBuffer | null = null;
@@ -295,35 +307,41 @@ export class GpuForward {
 
     // The first layer's input norm; every later one comes out of the norm that ends the layer before.
     add(await this.bind(ops.bindRmsNorm({ maxTokens: T, size: d, x: h, weight: weights.single(tensors.layers[0]!.attnNorm), out: x, eps, label: 'layer0.attn_norm' })));
+    const multi = this.options.multiMatVecs ?? !isSoftwareDevice(this.device);
     for (const layer of c.layers) {
       const w = tensors.layers[layer.index]!;
       const hd = layer.headDim;
       const nq = c.headCount;
-      const kvWidth = layer.kvHeads * hd;
       const tag = `layer${layer.index}`;
       const nextNorm = layer.index + 1 < L ? { weight: weights.single(tensors.layers[layer.index + 1]!.attnNorm), out: x } : undefined;
       steps = [];
       this.groups.push(steps);
       const norm = (info: GGUFTensorInfo) => weights.single(info);
-      // Attention block.
-      steps.push(await this.linearLayer(weights, w.q, x, q, `${tag}.attn_q`));
-      add(await this.bind(ops.bindRmsNorm({ maxTokens: T, size: hd, count: nq, x: q, weight: norm(w.qNorm), out: q, eps, label: `${tag}.q_norm` })));
-      const rope = {
-        maxTokens: T, headDim: hd, dims: layer.ropeDims, base: layer.ropeBase,
-        factors: layer.sliding || !ropeFactors ? undefined : ropeFactors.subarray(0, layer.ropeDims / 2), position: this.position.buffer,
-      };
-      add(await this.bind(ops.bindRope({ ...rope, x: q, heads: nq, label: `${tag}.rope_q` })));
+      // Attention block: q (and k, v on layers with their own KV) — one dispatch for a token
+      // without LoRA terms on them —, then q/k norms, RoPE and the KV store in one dispatch.
       const cache = this.kv.forLayer(layer.kvLayer);
-      if (layer.kvLayer === layer.index) {
-        steps.push(await this.linearLayer(weights, w.k!, x, k, `${tag}.attn_k`));
-        add(await this.bind(ops.bindRmsNorm({ maxTokens: T, size: hd, count: layer.kvHeads, x: k, weight: norm(w.kNorm!), out: k, eps, label: `${tag}.k_norm` })));
-        add(await this.bind(ops.bindRope({ ...rope, x: k, heads: layer.kvHeads, label: `${tag}.rope_k` })));
-        steps.push(await this.linearLayer(weights, w.v!, x, v, `${tag}.attn_v`));
-        add(await this.bind(ops.bindRmsNorm({ maxTokens: T, size: hd, count: layer.kvHeads, x: v, out: v, eps, label: `${tag}.v_norm` })));
-        add(await this.bind(ops.bindKvStore({
-          maxTokens: T, k, v, kCache: cache.keys, vCache: cache.values, width: kvWidth, capacity: cache.capacity, position: this.position.buffer, label: `${tag}.kv_store`,
-        })));
-      }
+      const ownKv = layer.kvLayer === layer.index;
+      const projections = [{ info: w.q, y: q, name: 'q' }, ...(ownKv ? [{ info: w.k!, y: k, name: 'k' }, { info: w.v!, y: v, name: 'v' }] : [])];
+      const projSteps: Step[] = [];
+      for (const pr of projections) projSteps.push(await this.linearLayer(weights, pr.info, x, pr.y, `${tag}.attn_${pr.name}`));
+      const qkvOne = multi ? await this.bind(this.linear.bindMatVecMulti({
+        cols: d, x, parts: projections.map((pr) => ({ weight: weights.single(pr.info), type: pr.info.type, rows: pr.info.dims[1]!, y: pr.y })),
+        label: `${tag}.attn_${projections.map((pr) => pr.name).join('')}`,
+      })) : null;
+      steps.push({
+        label: `${tag}.attn_${projections.map((pr) => pr.name).join('')}`,
+        encode: (pass, tokens) => {
+          if (qkvOne && tokens === 1 && !projections.some((pr) => this.loraStep(pr.info.name))) return qkvOne.encode(pass, 1);
+          for (const st of projSteps) st.encode(pass, tokens);
+        },
+      });
+      add(await this.bind(ops.bindQkNormRope({
+        maxTokens: T, q, heads: nq, headDim: hd, dims: layer.ropeDims, base: layer.ropeBase,
+        factors: layer.sliding || !ropeFactors ? undefined : ropeFactors.subarray(0, layer.ropeDims / 2),
+        qNorm: norm(w.qNorm), eps, position: this.position.buffer,
+        kv: ownKv ? { k, v, kvHeads: layer.kvHeads, kNorm: norm(w.kNorm!), kCache: cache.keys, vCache: cache.values, capacity: cache.capacity } : undefined,
+        label: `${tag}.qk_norm_rope${ownKv ? '+kv_store' : ''}`,
+      })));
       add(await this.bind(ops.bindAttention({
         maxTokens: T, q, kCache: cache.keys, vCache: cache.values, out: o, heads: nq, kvHeads: layer.kvHeads, headDim: hd,
         capacity: cache.capacity, window: layer.sliding ? c.slidingWindow : 0, maxPosition: this.options.contextSize - 1,
@@ -335,18 +353,26 @@ export class GpuForward {
         maxTokens: T, size: d, x: a, weight: norm(w.postAttnNorm), residual: h, out: h, eps, label: `${tag}.post_attention_norm+ffn_norm`,
         next: { weight: norm(w.ffnNorm), out: x },
       })));
-      // MLP block: one token multiplies up with the GELU of the gate in the up matvec's epilogue;
-      // a block runs gate, up, then gelu_mul into up. The down projection reads up either way.
-      steps.push(await this.linearLayer(weights, w.gate, x, gate, `${tag}.ffn_gate`));
+      // MLP block: a token without LoRA terms on gate or up computes gate, up and their GELU
+      // product in one dispatch; with terms on gate only, gate then up with the GELU of the gate in
+      // its epilogue; a block (or terms on up) runs gate, up, then gelu_mul into up. The down
+      // projection reads up either way.
+      const gateStep = await this.linearLayer(weights, w.gate, x, gate, `${tag}.ffn_gate`);
+      const gateUpOne = multi ? await this.bind(this.linear.bindMatVecMulti({
+        cols: d, x, gelu: { y: up }, label: `${tag}.ffn_gate+up+gelu`,
+        parts: [w.gate, w.up].map((info) => ({ weight: weights.single(info), type: info.type, rows: info.dims[1]! })),
+      })) : null;
       // With LoRA terms on up, they join W_up·x before the GELU product, so a token takes the block path.
       const upOne = await matvec(w.up, x, up, `${tag}.ffn_up+gelu`, { kind: 'gelu-aux-times', aux: gate });
       const upMany = await matmul(w.up, x, up, `${tag}.ffn_up`);
       const geluMany = await this.bind(ops.bindGeluMul({ maxTokens: T, width: layer.ffnWidth, gate, up, out: up, label: `${tag}.gelu_mul` }));
       this.linearSites.set(w.up.name, { x, y: up, rows: w.up.dims[1]!, cols: w.up.dims[0]! });
       steps.push({
-        label: `${tag}.ffn_up+gelu`,
+        label: `${tag}.ffn_gate+up+gelu`,
         encode: (pass, tokens) => {
           const upLora = this.loraStep(w.up.name);
+          if (gateUpOne && tokens === 1 && !upLora && !this.loraStep(w.gate.name)) return gateUpOne.encode(pass, 1);
+          gateStep.encode(pass, tokens);
           if (tokens === 1 && !upLora) return upOne.encode(pass, 1);
           upMany.encode(pass, tokens);
           upLora?.encode(pass, tokens);
@@ -413,12 +439,15 @@ export class GpuForward {
     for (const tile of embd.tiles) {
       lastOut.push(await this.bind(this.linear.bindMatVec({ weight: tile.buffer, type: tensors.tokenEmbd.type, rows: tile.rows, cols: d, x: lastX, y: this.logits, yOffset: tile.firstRow, label: `output.last[${tile.firstRow}]` })));
     }
+    const oneNorm = await this.bind(ops.bindRmsNorm({ maxTokens: 1, size: d, x: h, weight: outNorm, out: lastX, eps, label: 'output_norm.last' }));
     this.lastLogits.push({ label: lastNorm.label, encode: (pass) => lastNorm.encode(pass, 1) });
+    this.oneLogits.push({ label: oneNorm.label, encode: (pass) => oneNorm.encode(pass, 1) });
     for (const dsp of lastOut) this.lastLogits.push({ label: dsp.label, encode: (pass) => dsp.encode(pass) });
     if (c.logitSoftcap > 0) {
       const cap = await this.bind(ops.bindSoftcap({ maxTokens: 1, width: c.vocabSize, x: this.logits, out: this.logits, cap: c.logitSoftcap, label: 'softcap.last' }));
       this.lastLogits.push({ label: cap.label, encode: (pass) => cap.encode(pass, 1) });
     }
+    this.oneLogits.push(...this.lastLogits.slice(1));
     this.lastH = { from: h, to: lastH, width: d };
   }
 
@@ -491,13 +520,13 @@ export class GpuForward {
     forwardCpu.calls++;
   }
 
-  /** The one-token chain with last-token logits, in an open encoder. */
+  /** The one-token chain with last-token logits, in an open encoder (one compute pass). */
   private recordOne(): GPUCommandEncoder {
     const encoder = this.device.createCommandEncoder({ label: 'forward' });
     const pass = encoder.beginComputePass();
     for (const group of this.groups) for (const step of group) step.encode(pass, 1);
+    for (const step of this.oneLogits) step.encode(pass, 1);
     pass.end();
-    this.recordLast(encoder, 1);
     return encoder;
   }
 

@@ -22,6 +22,11 @@ export interface LoadModelOptions {
   prefillChunk?: number;
   /** Keep a [prefillChunk][vocab] logits buffer so every position's logits can be read (tests, `rullama logits`). */
   allLogits?: boolean;
+  /**
+   * One-token calls compute q/k/v, and gate/up with their GELU product, as one matvec dispatch
+   * each (default: on a GPU; off on a software device such as SwiftShader, where it is slower).
+   */
+  multiMatVecs?: boolean;
   signal?: AbortSignal;
   onProgress?: (p: UploadProgress) => void;
   /** The source's header, when the caller has read it already. */
@@ -62,6 +67,11 @@ export interface SessionOptions {
   prefillChunk?: number;
   /** Keep a [prefillChunk][vocab] logits buffer so every position's logits can be read. */
   allLogits?: boolean;
+  /**
+   * One-token calls compute q/k/v, and gate/up with their GELU product, as one matvec dispatch
+   * each (default: on a GPU; off on a software device such as SwiftShader, where it is slower).
+   */
+  multiMatVecs?: boolean;
 }
 
 /**
@@ -155,7 +165,7 @@ export class Gemma4Model {
     let oom: GPUError | null;
     try {
       forward = await GpuForward.create(
-        device, config, shared.tensors, shared.weights, shared.ropeFactors, { contextSize, maxTokens, allLogits: options.allLogits }, shared.pipelines,
+        device, config, shared.tensors, shared.weights, shared.ropeFactors, { contextSize, maxTokens, allLogits: options.allLogits, multiMatVecs: options.multiMatVecs }, shared.pipelines,
       );
     } finally {
       oom = await device.popErrorScope();
