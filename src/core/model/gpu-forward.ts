@@ -64,6 +64,10 @@ export interface GpuForwardOptions {
 }
 
 const f32 = 4;
+/** Groups (the inputs, then one per layer) in a decode step's first command buffer. */
+const DECODE_FIRST_GROUPS = 3;
+/** Groups in each later command buffer of a decode step (see `prepared`). */
+const DECODE_GROUPS_PER_SUBMIT = 8;
 
 /**
  * The Gemma 4 forward pass on the GPU (spec §3) as a chain of bound kernels: every buffer, uniform
@@ -98,12 +102,15 @@ export class GpuForward {
   /** The block's last row of h, copied to its own buffer before the last-token output steps. */
   private lastH!: { from: GPUBuffer; to: GPUBuffer; width: number };
   /**
-   * The one-token chain (last-token logits) recorded ahead into an open encoder, right after the
-   * previous step was submitted, while the GPU runs it: the chain does not depend on the token
-   * (ids, PLE rows and the position are written to buffers with queue.writeBuffer before submit),
-   * so the next decode step only writes those, appends the sampler and submits.
+   * The one-token chain (last-token logits) recorded ahead, right after the previous step was
+   * submitted, while the GPU runs it: the chain does not depend on the token (ids, PLE rows and
+   * the position are written to buffers with queue.writeBuffer before submit), so the next decode
+   * step only writes those, appends the sampler and submits. It is cut into command buffers
+   * (`head`, then the open `tail`) submitted one by one: Dawn translates a command buffer to the
+   * native API inside submit, so the GPU starts on the first layers while the CPU translates the
+   * rest, instead of waiting for the whole chain's translation.
    */
-  private prepared: GPUCommandEncoder | null = null;
+  private prepared: { head: GPUCommandBuffer[]; tail: GPUCommandEncoder } | null = null;
   /** The linear layers LoRA may adapt, by weight name. */
   private readonly linearSites = new Map<string, LinearSite>();
   private lora: BoundLora | null = null;
@@ -482,8 +489,10 @@ export class GpuForward {
     const layerByLayer = signal !== undefined && T > 1;
     let encoder: GPUCommandEncoder;
     if (T === 1 && !all) {
-      encoder = this.prepared ?? this.recordOne();
+      const prepared = this.prepared ?? this.recordOne();
       this.prepared = null;
+      for (const buffer of prepared.head) queue.submit([buffer]);
+      encoder = prepared.tail;
     } else {
       this.prepared = null;
       encoder = this.device.createCommandEncoder({ label: 'forward' });
@@ -520,14 +529,31 @@ export class GpuForward {
     forwardCpu.calls++;
   }
 
-  /** The one-token chain with last-token logits, in an open encoder (one compute pass). */
-  private recordOne(): GPUCommandEncoder {
-    const encoder = this.device.createCommandEncoder({ label: 'forward' });
-    const pass = encoder.beginComputePass();
-    for (const group of this.groups) for (const step of group) step.encode(pass, 1);
+  /**
+   * The one-token chain with last-token logits: finished command buffers of the first groups, then
+   * an open encoder with the rest (one compute pass each). The first buffer is small, so the GPU
+   * starts early; the others hold {@link DECODE_GROUPS_PER_SUBMIT} groups (layers) each.
+   */
+  private recordOne(): { head: GPUCommandBuffer[]; tail: GPUCommandEncoder } {
+    const head: GPUCommandBuffer[] = [];
+    let encoder = this.device.createCommandEncoder({ label: 'forward' });
+    let pass = encoder.beginComputePass();
+    let open = 0;
+    for (const [i, group] of this.groups.entries()) {
+      for (const step of group) step.encode(pass, 1);
+      open++;
+      const cut = head.length === 0 ? open === DECODE_FIRST_GROUPS : open === DECODE_GROUPS_PER_SUBMIT;
+      if (cut && i + 1 < this.groups.length) {
+        pass.end();
+        head.push(encoder.finish());
+        encoder = this.device.createCommandEncoder({ label: 'forward' });
+        pass = encoder.beginComputePass();
+        open = 0;
+      }
+    }
     for (const step of this.oneLogits) step.encode(pass, 1);
     pass.end();
-    return encoder;
+    return { head, tail: encoder };
   }
 
   /** Copies the block's last row of h and records the last-token output steps. */
