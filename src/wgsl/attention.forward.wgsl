@@ -369,7 +369,7 @@ fn combine(
 // head's dims), over the whole visible key range of that row, which the binding guarantees is at
 // most DEC_MAX_KEYS keys (a sliding layer's window, or a small cache). No key splits, so no
 // combine dispatch. Each workgroup's DEC_WG threads first take DEC_KPT keys each (score = q . k
-// over the whole head, q staged once in shared memory, two independent accumulators); the row max
+// over the whole head, q staged once in shared memory, four independent accumulators); the row max
 // and sum come from shared-memory trees and the probabilities go to shared memory; then o = P V
 // for the workgroup's DEC_SLICE4 vec4s of the head: DEC_PARTS groups of DEC_SLICE4 threads (one
 // vec4 each, neighbouring threads reading neighbouring bytes of a V row) take every DEC_PARTS-th
@@ -427,13 +427,18 @@ fn decode(
     s[j] = NEG;
     if (kk < n) {
       let kb = cache_row(lo + kk, kvh);
+      // Four independent accumulators: four K loads in flight (the loop is latency-bound).
       var a0 = vec4<f32>(0.0);
       var a1 = vec4<f32>(0.0);
-      for (var d = 0u; d < HD4; d += 2u) {
+      var a2 = vec4<f32>(0.0);
+      var a3 = vec4<f32>(0.0);
+      for (var d = 0u; d < HD4; d += 4u) {
         a0 += dec_q[d] * k_cache[kb + d];
         a1 += dec_q[d + 1u] * k_cache[kb + d + 1u];
+        a2 += dec_q[d + 2u] * k_cache[kb + d + 2u];
+        a3 += dec_q[d + 3u] * k_cache[kb + d + 3u];
       }
-      s[j] = dot(a0 + a1, vec4<f32>(1.0)) * params.scale;
+      s[j] = dot((a0 + a1) + (a2 + a3), vec4<f32>(1.0)) * params.scale;
       mx = max(mx, s[j]);
     }
   }
