@@ -1,4 +1,4 @@
-// Bundles bench/e2b.ts into one file, bench/dist/e2b.mjs, for the GPU machine (no Node project
+// Bundles bench/e2b.ts and bench/micro.ts into one file each (bench/dist/e2b.mjs, micro.mjs), for the GPU machine (no Node project
 // there): `npx rollup -c bench/rollup.bench.mjs`. `webgpu` and Node's builtins stay external.
 // bench/dist/ is git-ignored locally (.git/info/exclude).
 import { readFile } from 'node:fs/promises';
@@ -16,9 +16,9 @@ const wgsl = () => ({
 
 const nodeBuiltins = [...builtinModules, ...builtinModules.map((m) => `node:${m}`)];
 
-export default {
-  input: 'bench/e2b.ts',
-  output: { file: 'bench/dist/e2b.mjs', format: 'es', sourcemap: true, inlineDynamicImports: true },
+export default ['e2b', 'micro'].map((name) => ({
+  input: `bench/${name}.ts`,
+  output: { file: `bench/dist/${name}.mjs`, format: 'es', sourcemap: true, inlineDynamicImports: true },
   external: (id) => id === 'webgpu' || nodeBuiltins.includes(id),
   plugins: [wgsl(), resolve(), esbuild({ target: 'es2022', sourceMap: true })],
-};
+}));

@@ -144,8 +144,9 @@ export async function checkLinearType(kernels: LinearKernels, type: GGMLType): P
     const yTiles = own(sentinelBuffer(device, 70, 'y tiles'));
     const yFirst = own(sentinelBuffer(device, 36, 'y firstRow'));
     const tA = keep(await kernels.bindMatVec({ weight: tileA, type, rows: 40, cols, x: xBuf, y: yTiles }));
-    const tB = keep(await kernels.bindMatVec({ weight: tileB, type, rows: 30, cols, x: xBuf, y: yTiles, yOffset: 40 }));
-    const tF = keep(await kernels.bindMatVec({ weight: wBig, type, rows: 30, cols, firstRow: 40, x: xBuf, y: yFirst, yOffset: 3 }));
+    // The second tile and firstRow on the lanes-per-row kernels, whatever the device's default.
+    const tB = keep(await kernels.bindMatVec({ weight: tileB, type, rows: 30, cols, x: xBuf, y: yTiles, yOffset: 40, threadPerRow: false }));
+    const tF = keep(await kernels.bindMatVec({ weight: wBig, type, rows: 30, cols, firstRow: 40, x: xBuf, y: yFirst, yOffset: 3, threadPerRow: false }));
     submit(device, (pass) => {
       tA.encode(pass);
       tB.encode(pass);

@@ -21,11 +21,12 @@ import matmulSource from '../../wgsl/matmul.forward.wgsl';
 import matvecSource from '../../wgsl/matvec.forward.wgsl';
 import matvecRowsSource from '../../wgsl/matvec_rows.forward.wgsl';
 import matvecMultiSource from '../../wgsl/matvec_multi.forward.wgsl';
+import matvecQ4kSource from '../../wgsl/matvec_q4k.forward.wgsl';
 import matvecReduceSource from '../../wgsl/matvec_reduce.forward.wgsl';
 import matvecReduceSgSource from '../../wgsl/matvec_reduce_sg.forward.wgsl';
 import geluSource from '../../wgsl/gelu.wgsl';
 import { RullamaError } from '../errors.js';
-import { GGML_TYPES, type GGMLType, typeName } from '../gguf/types.js';
+import { GGML_TYPES, GGMLType, typeName } from '../gguf/types.js';
 import { uploadStorage, uploadUniform } from './buffers.js';
 import { isSoftwareDevice } from './device.js';
 import { PipelineCache, type ShaderPart } from './pipelines.js';
@@ -53,6 +54,15 @@ export const MATVEC_SHORT_MIN_ROWS = 16384;
 /** Rows of at least this many values get 128 threads each instead of 32 (and 2 rows per workgroup). */
 export const MATVEC_LONG_ROW = 4096;
 const MATVEC_WG = 256;
+/**
+ * Lanes a row of the Q4_K matvec (matvec_q4k.forward.wgsl) gets: about two 32-value chunks each,
+ * 8 to 64 lanes (measured on an H100 at E2B's shapes: 1,536 columns best with 16 lanes, 2,048
+ * with 32, 6,144 with 64; bench/micro.ts).
+ */
+export function q4kLanes(cols: number): number {
+  const half = cols / 32 / 2;
+  return Math.min(64, Math.max(8, 2 ** Math.floor(Math.log2(Math.max(1, half)))));
+}
 const GELU: ShaderPart = { name: 'gelu.wgsl', source: geluSource };
 const REDUCE: ShaderPart = { name: 'matvec_reduce.forward.wgsl', source: matvecReduceSource };
 const REDUCE_SG: ShaderPart = { name: 'matvec_reduce_sg.forward.wgsl', source: matvecReduceSgSource };
@@ -60,7 +70,7 @@ const REDUCE_SG: ShaderPart = { name: 'matvec_reduce_sg.forward.wgsl', source: m
 /**
  * Whether the device's subgroups suit matvec_reduce_sg.forward.wgsl: a probe kernel of MATVEC_WG
  * threads checks that every thread's subgroup_invocation_id is local_invocation_index % size and
- * that the size is a power of two of at most 32 (the fewest lanes a matvec row has).
+ * that the size is a power of two of at most 32.
  */
 async function probeSubgroups(device: GPUDevice): Promise<boolean> {
   const code = `enable subgroups;
@@ -338,6 +348,7 @@ export class LinearKernels {
   /** Bound as the unused outputs of a multi matvec (writable bindings may not share a buffer). */
   private readonly placeholderOut: GPUBuffer[];
   private readonly multiLayouts = new Map<number, { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout }>();
+  private q4kLayout: { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } | null = null;
   /** Whether the matvecs use subgroup sums (settled on first use). */
   private subgroupsReady: Promise<boolean> | null = null;
   private narrowSource: string | undefined;
@@ -413,6 +424,12 @@ export class LinearKernels {
         throw new RullamaError('bad-argument', `${label}: aux has ${b.aux.size} bytes, ${4 * (auxOffset + b.rows)} are needed`);
       }
     }
+    if (!short && b.type === GGMLType.Q4_K) {
+      return this.bindQ4k({
+        label, cols: b.cols, x: b.x, xOffset: g.xOffset, firstRow: g.firstRow, parts: [{ weight: b.weight, rows: b.rows, y: b.y, yOffset: g.yOffset }],
+        epilogue: EPILOGUES[epilogue], aux: epilogue === 'none' ? undefined : b.aux, auxOffset,
+      });
+    }
     const constants: Record<string, number> = {};
     if (!short && lanes !== 32) constants.LANES_PER_ROW = lanes;
     const pipeline = await this.pipeline(short ? 'matvec_rows' : 'matvec', b.type, constants);
@@ -473,6 +490,12 @@ export class LinearKernels {
         }
       }
     }
+    if (b.parts.every((p) => p.type === GGMLType.Q4_K)) {
+      return this.bindQ4k({
+        label, cols: b.cols, x: b.x, xOffset, firstRow: 0, gelu: gelu !== undefined,
+        parts: b.parts.map((p, i) => ({ weight: p.weight, rows: p.rows, y: outs[i]!.y, yOffset: outs[i]!.yOffset })),
+      });
+    }
     const lanes = b.cols >= MATVEC_LONG_ROW ? 128 : 32;
     const rowsPerGroup = MATVEC_WG / lanes;
     const wgs = b.parts.map((p) => Math.ceil(p.rows / rowsPerGroup));
@@ -507,6 +530,72 @@ export class LinearKernels {
       label,
       layout: layout.group,
       entries: [b.x, params, ...ys, ...b.parts.map((p) => p.weight)].map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
+    const gx = Math.min(groups, this.device.limits.maxComputeWorkgroupsPerDimension);
+    const gy = Math.ceil(groups / gx);
+    return {
+      label,
+      maxTokens: 1,
+      encode(pass: GPUComputePassEncoder, tokens = 1): void {
+        if (tokens === 0) return;
+        if (tokens !== 1) throw new RullamaError('bad-argument', `${label}: a matvec multiplies 1 token, not ${tokens}`);
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bindGroup);
+        pass.dispatchWorkgroups(gx, gy);
+      },
+      destroy(): void {
+        params.destroy();
+      },
+    };
+  }
+
+  /**
+   * The Q4_K matvec (matvec_q4k.forward.wgsl) for {@link bindMatVec} and {@link bindMatVecMulti}
+   * over Q4_K weights: 1 to 3 weights over one x (each part its own y range), or with `gelu` two
+   * (gate, up) whose GELU product goes to part 0's y. Arguments are checked by the callers.
+   */
+  private async bindQ4k(b: {
+    label: string; cols: number; x: GPUBuffer; xOffset: number; firstRow: number; gelu?: boolean;
+    parts: { weight: GPUBuffer; rows: number; y: GPUBuffer; yOffset: number }[];
+    epilogue?: number; aux?: GPUBuffer; auxOffset?: number;
+  }): Promise<Dispatch> {
+    const { label, parts } = b;
+    const lanes = q4kLanes(b.cols);
+    const rowsPerGroup = MATVEC_WG / lanes;
+    const wgs = parts.map((p) => Math.ceil(p.rows / rowsPerGroup));
+    const none = 2 ** 32 - 1;
+    const firstWg1 = !b.gelu && parts.length > 1 ? wgs[0]! : none;
+    const firstWg2 = !b.gelu && parts.length > 2 ? wgs[0]! + wgs[1]! : none;
+    const groups = b.gelu ? wgs[0]! : wgs.reduce((a, v) => a + v, 0);
+    if (!this.q4kLayout) {
+      const entry = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
+      const group = this.device.createBindGroupLayout({
+        label: 'matvec_q4k',
+        entries: [entry(0, 'read-only-storage'), entry(1, 'uniform'), entry(2, 'storage'), entry(3, 'storage'), entry(4, 'storage'),
+          ...[5, 6, 7, 8].map((i) => entry(i, 'read-only-storage'))],
+      });
+      this.q4kLayout = { group, pipeline: this.device.createPipelineLayout({ label: 'matvec_q4k', bindGroupLayouts: [group] }) };
+    }
+    const sg = await this.useSubgroups();
+    const body: ShaderPart = { name: 'matvec_q4k.forward.wgsl', source: matvecQ4kSource };
+    const pipeline = await this.pipelines.get({
+      name: sg ? 'matvec_q4k_sg' : 'matvec_q4k',
+      dtype: 'Q4_K',
+      constants: { LANES_PER_ROW: lanes, MODE: b.gelu ? 1 : 0 },
+      parts: sg ? [REDUCE_SG, body, GELU] : [body, REDUCE, GELU],
+      layout: this.q4kLayout.pipeline,
+    });
+    const rows = [0, 1, 2].map((i) => parts[i]?.rows ?? 0);
+    const yOffsets = [0, 1, 2].map((i) => parts[i]?.yOffset ?? 0);
+    const params = uploadUniform(this.device, new Uint32Array([
+      b.cols, b.xOffset, b.firstRow, b.epilogue ?? 0, ...rows, b.auxOffset ?? 0, ...yOffsets, firstWg1, firstWg2,
+    ]), `${label} params`);
+    const ys = b.gelu ? [parts[0]!.y, ...this.placeholderOut] : [0, 1, 2].map((i) => parts[i]?.y ?? this.placeholderOut[i - 1]!);
+    const weights = [0, 1, 2].map((i) => parts[i]?.weight ?? parts[0]!.weight);
+    const bindGroup = this.device.createBindGroup({
+      label,
+      layout: this.q4kLayout.group,
+      entries: [b.x, params, ...ys, b.aux ?? this.placeholder, ...weights].map((buffer, binding) => ({ binding, resource: { buffer } })),
     });
     const gx = Math.min(groups, this.device.limits.maxComputeWorkgroupsPerDimension);
     const gy = Math.ceil(groups / gx);
