@@ -15,6 +15,7 @@ export { readGemma4Config, type Gemma4Config, type LayerConfig } from './model/c
 export { resolveTensors, type ModelTensors, type LayerTensors } from './model/tensors.js';
 export { ReferenceModel } from './reference/forward.js';
 export { Gemma4Model, type LoadModelOptions, type FeedOptions } from './model/model.js';
+export type { KernelProfile } from './model/gpu-forward.js';
 export { generate, uniformAt, type GenerateOptions, type GenerateStats, type TokenEvent } from './generate.js';
 export { Engine, Conversation, Generation, type ModelSource, type LoadProgress, type EngineLoadOptions, type ChatOptions, type GenerationResult } from './engine.js';
 export { SNAPSHOT_VERSION } from './model/snapshot.js';

@@ -495,3 +495,230 @@ fn decode(
     out[ob + d] = select(vec4<f32>(0.0), sum / l, l > 0.0);
   }
 }
+
+// ------------------------------------------------------------------------------------------------
+// One-token decode over key splits (entry points `decode_split`, then `decode_combine`), for
+// groups of query heads per kv head that divide DS_PAIRS: workgroup (split s, kv head g) takes the
+// g-th group's heads together, so each K and V row it reads serves all of them, over its share of
+// the visible keys (about n / DS_SPLITS, in rounds of DS_PAIRS / group keys). A round: every
+// (head, key) pair's score from DS_LANES lanes (HEAD_DIM / DS_LANES dims each: short load chains),
+// summed through shared memory; per head the running max, sum and rescale factor (online softmax);
+// then each thread's outputs (vec4 d of head h, DS_WG apart) take the round's P V. The split's
+// (o, m, l) go to scratch, and decode_combine merges the splits of each head as `combine` does.
+// Many small workgroups with short dependent chains: decode is latency-bound, not bandwidth-bound.
+
+const DS_WG: u32 = 256u;
+const DS_LANES: u32 = 8u;                    // lanes per (head, key) score
+const DS_PAIRS: u32 = DS_WG / DS_LANES;      // (head, key) scores per round
+const DS_SPLITS: u32 = 128u;                 // workgroups per kv head (ops.ts reads this)
+const DS_OUT: u32 = (DS_PAIRS * HD4 + DS_WG - 1u) / DS_WG;  // output vec4s per thread, at most
+const DS_SCORE4: u32 = HD4 / DS_LANES;       // vec4s per lane of a score
+const DS_COMBINE_WG: u32 = 256u;
+
+const_assert HD4 % DS_LANES == 0u;
+
+var<workgroup> ds_part: array<f32, DS_WG>;
+var<workgroup> ds_p: array<f32, DS_PAIRS>;
+var<workgroup> ds_m: array<f32, DS_PAIRS>;
+var<workgroup> ds_l: array<f32, DS_PAIRS>;
+var<workgroup> ds_f: array<f32, DS_PAIRS>;
+var<workgroup> ds_ml: array<vec2<f32>, DS_SPLITS>;
+var<workgroup> ds_red: array<f32, DS_SPLITS>;
+var<workgroup> ds_acc: array<vec4<f32>, DS_COMBINE_WG>;
+
+const_assert DS_SPLITS <= DS_COMBINE_WG;
+const_assert HD4 <= DS_COMBINE_WG;
+
+// The visible keys of the decode token (lowest position, count) and each split's share.
+fn ds_keys() -> vec3<u32> {
+  let pos = position.start;
+  let lo = first_key(pos);
+  let n = pos - lo + 1u;
+  let ks = DS_PAIRS / params.group;
+  let per = ((n + DS_SPLITS - 1u) / DS_SPLITS + ks - 1u) / ks * ks;
+  return vec3<u32>(lo, n, per);
+}
+
+@compute @workgroup_size(DS_WG)
+fn decode_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let split = wid.x;
+  let kvh = wid.y;
+  let group = params.group;
+  let ks = DS_PAIRS / group;              // keys per round
+  let keys = ds_keys();
+  let lo = keys.x;
+  let k_begin = split * keys.z;
+  let k_end = min(keys.y, k_begin + keys.z);
+
+  // Score mapping: pair = (local head, key of the round), DS_LANES lanes each.
+  let pair = li / DS_LANES;
+  let lane = li % DS_LANES;
+  let s_head = kvh * group + pair / ks;
+  let qb = (params.q_offset + s_head * HEAD_DIM) / 4u;
+  var qv: array<vec4<f32>, DS_SCORE4>;
+  for (var i = 0u; i < DS_SCORE4; i++) {
+    qv[i] = q[qb + lane + DS_LANES * i];
+  }
+  if (li < group) {
+    ds_m[li] = NEG;
+    ds_l[li] = 0.0;
+  }
+  var o: array<vec4<f32>, DS_OUT>;
+  for (var i = 0u; i < DS_OUT; i++) {
+    o[i] = vec4<f32>(0.0);
+  }
+  let outs = group * HD4;
+
+  for (var k0 = k_begin; k0 < k_end; k0 += ks) {
+    // Scores: this lane's dims of q_h . k_j.
+    let kk = k0 + pair % ks;
+    var a = vec4<f32>(0.0);
+    var b = vec4<f32>(0.0);
+    if (kk < k_end) {
+      let kb = cache_row(lo + kk, kvh) + lane;
+      var kv: array<vec4<f32>, DS_SCORE4>;
+      for (var i = 0u; i < DS_SCORE4; i++) {
+        kv[i] = k_cache[kb + DS_LANES * i];
+      }
+      for (var i = 0u; i < DS_SCORE4; i++) {
+        a += qv[i] * kv[i];
+      }
+    }
+    ds_part[li] = dot(a + b, vec4<f32>(1.0));
+    workgroupBarrier();
+    if (li < DS_PAIRS) {
+      var s = 0.0;
+      for (var l = 0u; l < DS_LANES; l++) {
+        s += ds_part[li * DS_LANES + l];
+      }
+      ds_p[li] = select(NEG, s * params.scale, k0 + li % ks < k_end && li < group * ks);
+    }
+    workgroupBarrier();
+    // Per head: the new running max, the factor for what came before, the round's probabilities.
+    if (li < group) {
+      var mr = NEG;
+      for (var j = 0u; j < ks; j++) {
+        mr = max(mr, ds_p[li * ks + j]);
+      }
+      let m_new = max(ds_m[li], mr);
+      let f = exp(ds_m[li] - m_new);
+      var l = ds_l[li] * f;
+      for (var j = 0u; j < ks; j++) {
+        let valid = k0 + j < k_end;
+        let p = select(0.0, exp(ds_p[li * ks + j] - m_new), valid);
+        ds_p[li * ks + j] = p;
+        l += p;
+      }
+      ds_m[li] = m_new;
+      ds_l[li] = l;
+      ds_f[li] = f;
+    }
+    workgroupBarrier();
+    // P V: output e = (local head e / HD4, vec4 e % HD4); rows past the keys weigh 0.
+    for (var i = 0u; i < DS_OUT; i++) {
+      let e = li + DS_WG * i;
+      if (e < outs) {
+        let hl = e / HD4;
+        let d = e % HD4;
+        var acc = o[i] * ds_f[hl];
+        var j = 0u;
+        for (; j + 4u <= ks; j += 4u) {
+          let v0 = v_cache[cache_row(lo + min(k0 + j, k_end - 1u), kvh) + d];
+          let v1 = v_cache[cache_row(lo + min(k0 + j + 1u, k_end - 1u), kvh) + d];
+          let v2 = v_cache[cache_row(lo + min(k0 + j + 2u, k_end - 1u), kvh) + d];
+          let v3 = v_cache[cache_row(lo + min(k0 + j + 3u, k_end - 1u), kvh) + d];
+          acc += (ds_p[hl * ks + j] * v0 + ds_p[hl * ks + j + 1u] * v1) + (ds_p[hl * ks + j + 2u] * v2 + ds_p[hl * ks + j + 3u] * v3);
+        }
+        for (; j < ks; j++) {
+          acc += ds_p[hl * ks + j] * v_cache[cache_row(lo + min(k0 + j, k_end - 1u), kvh) + d];
+        }
+        o[i] = acc;
+      }
+    }
+    workgroupBarrier();
+  }
+
+  // This split's part: o (unnormalised) per (head, vec4), and (m, l) per head.
+  for (var i = 0u; i < DS_OUT; i++) {
+    let e = li + DS_WG * i;
+    if (e < outs) {
+      let h = kvh * group + e / HD4;
+      scratch[(split * params.heads + h) * HD4 + e % HD4] = o[i];
+    }
+  }
+  if (li < group) {
+    scratch[DS_SPLITS * params.heads * HD4 + split * params.heads + kvh * group + li] = vec4<f32>(ds_m[li], ds_l[li], 0.0, 0.0);
+  }
+}
+
+// Merges the used splits of one head (workgroup h): o = sum_s w_s o_s / sum_s w_s l_s with
+// w_s = exp(m_s - max m). The max and the weighted sum of l are shared-memory trees; the outputs
+// are summed by DS_COMBINE_WG / HD4 groups of threads, each over every such split (four loads in
+// flight), then added.
+@compute @workgroup_size(DS_COMBINE_WG)
+fn decode_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let h = wid.x;
+  let keys = ds_keys();
+  let used = (keys.y + keys.z - 1u) / keys.z;
+  let ml_base = DS_SPLITS * params.heads * HD4;
+  var ml = vec2<f32>(NEG, 0.0);
+  if (li < used) {
+    ml = scratch[ml_base + li * params.heads + h].xy;
+  }
+  if (li < DS_SPLITS) {
+    ds_red[li] = ml.x;
+  }
+  workgroupBarrier();
+  for (var stride = DS_SPLITS / 2u; stride > 0u; stride >>= 1u) {
+    if (li < stride) {
+      ds_red[li] = max(ds_red[li], ds_red[li + stride]);
+    }
+    workgroupBarrier();
+  }
+  let big_m = ds_red[0];
+  workgroupBarrier();
+  let w = select(0.0, exp(ml.x - big_m), li < used);
+  if (li < DS_SPLITS) {
+    ds_ml[li] = vec2<f32>(w, w * ml.y);
+  }
+  workgroupBarrier();
+  for (var stride = DS_SPLITS / 2u; stride > 0u; stride >>= 1u) {
+    if (li < stride) {
+      ds_ml[li].y += ds_ml[li + stride].y;
+    }
+    workgroupBarrier();
+  }
+  let big_l = ds_ml[0].y;
+  if (li < DS_SPLITS) {
+    ds_ml[li].x = w;
+  }
+  workgroupBarrier();
+  // Thread (part, d): splits part, part + parts, ...
+  let parts = DS_COMBINE_WG / HD4;
+  let part = li / HD4;
+  let d = li % HD4;
+  var a = vec4<f32>(0.0);
+  var b = vec4<f32>(0.0);
+  var c = vec4<f32>(0.0);
+  var e = vec4<f32>(0.0);
+  var s = part;
+  for (; s + 3u * parts < used; s += 4u * parts) {
+    a += ds_ml[s].x * scratch[(s * params.heads + h) * HD4 + d];
+    b += ds_ml[s + parts].x * scratch[((s + parts) * params.heads + h) * HD4 + d];
+    c += ds_ml[s + 2u * parts].x * scratch[((s + 2u * parts) * params.heads + h) * HD4 + d];
+    e += ds_ml[s + 3u * parts].x * scratch[((s + 3u * parts) * params.heads + h) * HD4 + d];
+  }
+  for (; s < used; s += parts) {
+    a += ds_ml[s].x * scratch[(s * params.heads + h) * HD4 + d];
+  }
+  ds_acc[li] = (a + b) + (c + e);
+  workgroupBarrier();
+  if (li < HD4) {
+    var sum = ds_acc[li];
+    for (var p = 1u; p < parts; p++) {
+      sum += ds_acc[p * HD4 + li];
+    }
+    let ob = (params.out_offset + h * HEAD_DIM) / 4u;
+    out[ob + li] = select(vec4<f32>(0.0), sum / big_l, big_l > 0.0);
+  }
+}

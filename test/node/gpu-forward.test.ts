@@ -68,9 +68,9 @@ describe('GPU forward pass', () => {
         console.log(`# ${name}: decode vs prefill ${worst.toExponential(2)}`);
         assert.ok(worst <= 1e-4, `decode differs from prefill by ${worst}`);
 
-        // The GPU's one-token fusions (q/k/v and gate/up+GELU as one matvec each), which a software
-        // device leaves off by default, on the first tokens.
-        const fused = await Gemma4Model.load(device, source, { contextSize: 64, prefillChunk: 16, multiMatVecs: true });
+        // The GPU's one-token kernels (q/k/v and gate/up+GELU as one matvec each, head-group
+        // attention), which a software device leaves off by default, on the first tokens.
+        const fused = await Gemma4Model.load(device, source, { contextSize: 64, prefillChunk: 16, kernelProfile: 'gpu' });
         let worstFused = 0;
         for (const [p, token] of tokens.slice(0, 12).entries()) {
           const [logits] = await fused.feed([token]);

@@ -361,7 +361,7 @@ interface AttentionConfig {
   blocks: readonly number[];
   maxSplits?: number;
   /** false: one-token blocks split the keys and combine instead of the one-pass decode kernel. */
-  decodeKernel?: boolean;
+  decodeKernel?: 'head-groups' | 'one-pass' | 'tiled';
 }
 
 function attentionExact(q: Float32Array, keys: Float32Array, values: Float32Array, c: AttentionConfig, pos: number, h: number): Float64Array {
@@ -414,7 +414,7 @@ async function runAttention(ops: OpKernels, c: AttentionConfig): Promise<OpCheck
     const position = b.position();
     const store = await b.keep(ops.bindKvStore({ k: kIn, kStride: kvStride, v: vIn, vOffset: 2, vStride: kvStride, kCache, vCache, width: kvw, capacity, position: position.buffer, maxTokens: MAX_T }));
     const attend = await b.keep(
-      ops.bindAttention({ q: qIn, qOffset, qStride, kCache, vCache, out, outOffset, outStride, heads, kvHeads, headDim: hd, capacity, window: c.window, position: position.buffer, maxTokens: MAX_T, maxSplits: c.maxSplits, decodeKernel: c.decodeKernel ?? true }),
+      ops.bindAttention({ q: qIn, qOffset, qStride, kCache, vCache, out, outOffset, outStride, heads, kvHeads, headDim: hd, capacity, window: c.window, position: position.buffer, maxTokens: MAX_T, maxSplits: c.maxSplits, decodeKernel: c.decodeKernel ?? 'head-groups' }),
     );
 
     let start = 0;
@@ -485,10 +485,15 @@ export const ATTENTION_CONFIGS: readonly AttentionConfig[] = [
   { name: 'global, hd 32, 4/1 heads, 5 splits', headDim: 32, heads: 4, kvHeads: 1, window: 0, capacity: 160, blocks: GLOBAL_BLOCKS },
   { name: 'sliding 40, hd 64, 4/2 heads, no splits', headDim: 64, heads: 4, kvHeads: 2, window: 40, capacity: 40 + MAX_T - 1, blocks: LONG_SLIDING_BLOCKS, maxSplits: 1 },
   { name: 'sliding 40, hd 64, 4/2 heads', headDim: 64, heads: 4, kvHeads: 2, window: 40, capacity: 40 + MAX_T - 1, blocks: LONG_SLIDING_BLOCKS },
-  // One-token blocks above use the one-pass decode kernel; these split the keys and combine instead.
-  { name: 'global, hd 32, 4/1 heads, 5 splits, split decode', headDim: 32, heads: 4, kvHeads: 1, window: 0, capacity: 160, blocks: GLOBAL_BLOCKS, decodeKernel: false },
-  { name: 'sliding 40, hd 64, 4/2 heads, split decode', headDim: 64, heads: 4, kvHeads: 2, window: 40, capacity: 40 + MAX_T - 1, blocks: LONG_SLIDING_BLOCKS, decodeKernel: false },
-  // E2B head sizes (decode kernel with 4 and 2 parts of the head).
+  // One-token blocks above use the head-group decode kernel; these the tiled one (key splits and
+  // combine) or the one-pass one.
+  { name: 'global, hd 32, 4/1 heads, 5 splits, split decode', headDim: 32, heads: 4, kvHeads: 1, window: 0, capacity: 160, blocks: GLOBAL_BLOCKS, decodeKernel: 'tiled' },
+  { name: 'sliding 40, hd 64, 4/2 heads, split decode', headDim: 64, heads: 4, kvHeads: 2, window: 40, capacity: 40 + MAX_T - 1, blocks: LONG_SLIDING_BLOCKS, decodeKernel: 'tiled' },
+  { name: 'sliding 40, hd 64, 4/2 heads, one-pass decode', headDim: 64, heads: 4, kvHeads: 2, window: 40, capacity: 40 + MAX_T - 1, blocks: LONG_SLIDING_BLOCKS, decodeKernel: 'one-pass' },
+  { name: 'sliding 8, hd 32, 4/2 heads, ring of 16, one-pass decode', headDim: 32, heads: 4, kvHeads: 2, window: 8, capacity: 16, blocks: SLIDING_BLOCKS, decodeKernel: 'one-pass' },
+  // 32 heads a kv head: the head-group decode takes one key a round, several rounds a split.
+  { name: 'global, hd 32, 32/1 heads, head-group decode in rounds', headDim: 32, heads: 32, kvHeads: 1, window: 0, capacity: 96, blocks: [7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 1, 1, 1] },
+  // E2B head sizes.
   { name: 'sliding 40, hd 256, 8/1 heads', headDim: 256, heads: 8, kvHeads: 1, window: 40, capacity: 40 + MAX_T - 1, blocks: LONG_SLIDING_BLOCKS },
   { name: 'global, hd 512, 2/1 heads', headDim: 512, heads: 2, kvHeads: 1, window: 0, capacity: 40, blocks: GLOBAL_BLOCKS },
 ];

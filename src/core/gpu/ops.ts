@@ -76,6 +76,8 @@ export const ATTENTION_MAX_SPLITS = wgslConst(attentionSource, 'MAX_SPLITS');
 export const ATTENTION_MAX_HEAD_DIM = wgslConst(attentionSource, 'MAX_HEAD_DIM');
 /** The most keys a query may see for the one-pass decode kernel. */
 export const ATTENTION_DECODE_MAX_KEYS = wgslConst(attentionSource, 'DEC_MAX_KEYS');
+/** Key splits (workgroups per kv head) of the head-group decode kernel. */
+const ATTENTION_DECODE_SPLITS = wgslConst(attentionSource, 'DS_SPLITS');
 /** The most vec4s of a head one workgroup of the decode kernel computes. */
 const ATTENTION_DECODE_SLICE = wgslConst(attentionSource, 'DEC_SLICE_MAX');
 /** Attention splits the keys until about this many workgroups run (row blocks × kv heads × splits). */
@@ -335,13 +337,16 @@ export interface AttentionBinding extends BlockBinding {
   /** Caps the key splits (default {@link ATTENTION_MAX_SPLITS}); 1 disables them. */
   maxSplits?: number;
   /**
-   * Whether a one-token call may use the one-pass decode kernel (default: yes on a GPU, no on a
-   * software device, where its long per-workgroup loops between barriers run slower than the
-   * split kernel); it is used when
-   * every query sees at most {@link ATTENTION_DECODE_MAX_KEYS} keys (a sliding window, or a cache
-   * that small), otherwise one-token calls split the keys and combine.
+   * The kernel of a one-token call:
+   * - 'head-groups': `decode_split` + `decode_combine`, each workgroup a key split of all the heads
+   *   of one kv head (for groups of heads that divide 32);
+   * - 'one-pass': `decode`, no combine, when every query sees at most
+   *   {@link ATTENTION_DECODE_MAX_KEYS} keys (a sliding window, or a cache that small);
+   * - 'tiled': the block kernel with key splits and `combine`.
+   * A choice that does not apply falls back to the next. Default: 'head-groups' on a GPU, 'tiled'
+   * on a software device (where long per-workgroup loops between barriers cost most).
    */
-  decodeKernel?: boolean;
+  decodeKernel?: 'head-groups' | 'one-pass' | 'tiled';
 }
 
 /** Token rows of one operand: element (t, i) at buffer[offset + t·stride + i]. */
@@ -817,7 +822,10 @@ export class OpKernels {
     // Scratch, in vec4: the partial outputs [splits][T·heads][headDim/4], then one (m, l, 0, 0) per part.
     const mlBase = (partRows * heads * headDim) / 4;
     const scratchVec4 = mlBase + partRows * heads;
-    const scratch = partRows > 0 ? this.scratchBuffer(16 * scratchVec4) : this.placeholder;
+    // The head-group decode's parts: [DS_SPLITS][heads][headDim/4] outputs, then (m, l) per split and head.
+    const headGroupVec4 = ATTENTION_DECODE_SPLITS * heads * (headDim / 4 + 1);
+    const scratchBytes = 16 * Math.max(partRows > 0 ? scratchVec4 : 0, headGroupVec4);
+    const scratch = this.scratchBuffer(scratchBytes);
     if (4 * scratchVec4 > 2 ** 32 - 1) bad(label, 'the split scratch holds more than 2^32 values; lower maxSplits');
 
     const layout = this.layout('attention', ['read', 'read', 'read', 'write', 'write', 'uniform', 'count', 'count', 'uniform']);
@@ -827,11 +835,17 @@ export class OpKernels {
     // Workgroups of the decode kernel: (query head, slice of DEC_SLICE_MAX vec4s of the head).
     const decodeCount = heads * (headDim / 4 / Math.min(headDim / 4, ATTENTION_DECODE_SLICE));
     const decodeGroups = [Math.min(decodeCount, this.maxGroups), Math.ceil(decodeCount / Math.min(decodeCount, this.maxGroups))] as const;
-    const useDecode = (b.decodeKernel ?? !this.software) && rowKeys <= ATTENTION_DECODE_MAX_KEYS && decodeCount <= this.maxGroups ** 2;
-    const [main, combine, decode] = await Promise.all([
-      this.pipelines.get({ name: 'attention', dtype: `hd${headDim}`, parts: [constants, ATTENTION], layout: layout.pipeline }),
-      this.pipelines.get({ name: 'attention_combine', dtype: `hd${headDim}`, parts: [constants, ATTENTION], layout: layout.pipeline, entryPoint: 'combine' }),
-      useDecode ? this.pipelines.get({ name: 'attention_decode', dtype: `hd${headDim}`, parts: [constants, ATTENTION], layout: layout.pipeline, entryPoint: 'decode' }) : null,
+    const wanted = b.decodeKernel ?? (this.software ? 'tiled' : 'head-groups');
+    const useHeadGroups = wanted === 'head-groups' && 32 % group === 0 && kvHeads <= this.maxGroups && heads <= this.maxGroups;
+    const useDecode = !useHeadGroups && wanted !== 'tiled' && rowKeys <= ATTENTION_DECODE_MAX_KEYS && decodeCount <= this.maxGroups ** 2;
+    const entry = (name: string, entryPoint?: string) =>
+      this.pipelines.get({ name, dtype: `hd${headDim}`, parts: [constants, ATTENTION], layout: layout.pipeline, entryPoint });
+    const [main, combine, decode, headSplit, headCombine] = await Promise.all([
+      entry('attention'),
+      entry('attention_combine', 'combine'),
+      useDecode ? entry('attention_decode', 'decode') : null,
+      useHeadGroups ? entry('attention_decode_split', 'decode_split') : null,
+      useHeadGroups ? entry('attention_decode_combine', 'decode_combine') : null,
     ]);
     const params = this.params(label, [heads, kvHeads, group, capacity, window, q.offset, q.stride, out.offset, out.stride, kvStride, mlBase], [scale]);
     // Two counts: the call's token count (binding 6) and its key splits (binding 7).
@@ -842,6 +856,15 @@ export class OpKernels {
       maxTokens,
       2,
       (pass, tokens, offsets) => {
+        if (tokens === 1 && headSplit && headCombine) {
+          offsets[1] = this.counts.offset(1);
+          pass.setPipeline(headSplit);
+          pass.setBindGroup(0, bindGroup, offsets, 0, 2);
+          pass.dispatchWorkgroups(ATTENTION_DECODE_SPLITS, kvHeads);
+          pass.setPipeline(headCombine);
+          pass.dispatchWorkgroups(heads);
+          return;
+        }
         if (tokens === 1 && decode) {
           offsets[1] = this.counts.offset(1);
           pass.setPipeline(decode);

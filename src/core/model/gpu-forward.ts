@@ -55,13 +55,17 @@ export interface GpuForwardOptions {
   maxTokens: number;
   /** Whether logits of every token of a block can be requested (needs [maxTokens][vocab] floats). */
   allLogits?: boolean;
-  /**
-   * Whether a one-token call computes q/k/v, and gate/up with their GELU product, as one matvec
-   * dispatch each. Default: on a GPU; off on a software device (SwiftShader), where the multi
-   * kernel's per-row lane sums cost more than the dispatches they save.
-   */
-  multiMatVecs?: boolean;
+  /** The one-token kernels; see {@link KernelProfile}. Default: by device ({@link isSoftwareDevice}). */
+  kernelProfile?: KernelProfile;
 }
+
+/**
+ * The kernel variants of a one-token (decode) call. 'gpu': q/k/v, and gate/up with their GELU
+ * product, as one matvec dispatch each, and attention by head groups over key splits. 'software'
+ * (the default on SwiftShader and other CPU adapters, where a workgroup's barriers and lane sums
+ * are emulated thread by thread): separate matvecs and the tiled attention kernel.
+ */
+export type KernelProfile = 'gpu' | 'software';
 
 const f32 = 4;
 /** Groups (the inputs, then one per layer) in a decode step's first command buffer. */
@@ -314,7 +318,8 @@ export class GpuForward {
 
     // The first layer's input norm; every later one comes out of the norm that ends the layer before.
     add(await this.bind(ops.bindRmsNorm({ maxTokens: T, size: d, x: h, weight: weights.single(tensors.layers[0]!.attnNorm), out: x, eps, label: 'layer0.attn_norm' })));
-    const multi = this.options.multiMatVecs ?? !isSoftwareDevice(this.device);
+    const profile = this.options.kernelProfile ?? (isSoftwareDevice(this.device) ? 'software' : 'gpu');
+    const multi = profile === 'gpu';
     for (const layer of c.layers) {
       const w = tensors.layers[layer.index]!;
       const hd = layer.headDim;
@@ -352,7 +357,7 @@ export class GpuForward {
       add(await this.bind(ops.bindAttention({
         maxTokens: T, q, kCache: cache.keys, vCache: cache.values, out: o, heads: nq, kvHeads: layer.kvHeads, headDim: hd,
         capacity: cache.capacity, window: layer.sliding ? c.slidingWindow : 0, maxPosition: this.options.contextSize - 1,
-        position: this.position.buffer, label: `${tag}.attention`,
+        position: this.position.buffer, decodeKernel: profile === 'gpu' ? 'head-groups' : 'tiled', label: `${tag}.attention`,
       })));
       steps.push(await this.linearLayer(weights, w.attnOutput, o, a, `${tag}.attn_output`));
       // h = h + RMS(a)·w, and the MLP's input norm of the new h, in one dispatch.

@@ -8,7 +8,7 @@ import type { ByteSource } from '../gguf/source.js';
 import type { GGUFFile, GGUFTensorInfo } from '../gguf/types.js';
 import { readGemma4Config, type Gemma4Config } from './config.js';
 import { PipelineCache } from '../gpu/pipelines.js';
-import { GpuForward } from './gpu-forward.js';
+import { GpuForward, type KernelProfile } from './gpu-forward.js';
 import { GpuLoraSet, stateHash, type AppliedAdapter } from './lora-weights.js';
 import { PleRows } from './ple-rows.js';
 import { resolveTensors, type ModelTensors } from './tensors.js';
@@ -22,11 +22,8 @@ export interface LoadModelOptions {
   prefillChunk?: number;
   /** Keep a [prefillChunk][vocab] logits buffer so every position's logits can be read (tests, `rullama logits`). */
   allLogits?: boolean;
-  /**
-   * One-token calls compute q/k/v, and gate/up with their GELU product, as one matvec dispatch
-   * each (default: on a GPU; off on a software device such as SwiftShader, where it is slower).
-   */
-  multiMatVecs?: boolean;
+  /** The decode kernels, 'gpu' or 'software' (see KernelProfile; default: by device). */
+  kernelProfile?: KernelProfile;
   signal?: AbortSignal;
   onProgress?: (p: UploadProgress) => void;
   /** The source's header, when the caller has read it already. */
@@ -67,11 +64,8 @@ export interface SessionOptions {
   prefillChunk?: number;
   /** Keep a [prefillChunk][vocab] logits buffer so every position's logits can be read. */
   allLogits?: boolean;
-  /**
-   * One-token calls compute q/k/v, and gate/up with their GELU product, as one matvec dispatch
-   * each (default: on a GPU; off on a software device such as SwiftShader, where it is slower).
-   */
-  multiMatVecs?: boolean;
+  /** The decode kernels, 'gpu' or 'software' (see KernelProfile; default: by device). */
+  kernelProfile?: KernelProfile;
 }
 
 /**
@@ -165,7 +159,7 @@ export class Gemma4Model {
     let oom: GPUError | null;
     try {
       forward = await GpuForward.create(
-        device, config, shared.tensors, shared.weights, shared.ropeFactors, { contextSize, maxTokens, allLogits: options.allLogits, multiMatVecs: options.multiMatVecs }, shared.pipelines,
+        device, config, shared.tensors, shared.weights, shared.ropeFactors, { contextSize, maxTokens, allLogits: options.allLogits, kernelProfile: options.kernelProfile }, shared.pipelines,
       );
     } finally {
       oom = await device.popErrorScope();
