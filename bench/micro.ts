@@ -6,6 +6,7 @@
  * and checked against the production kernel's output before they are timed.
  *
  * Built by bench/rollup.bench.mjs into bench/dist/micro.mjs:  node bench/dist/micro.mjs [--reps 40]
+ * With --record it times instead what recording a decode step's dispatches costs on the CPU.
  */
 import { openDevice } from '../src/core/gpu/device.js';
 import { LinearKernels } from '../src/core/gpu/linear.js';
@@ -220,6 +221,62 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   }
   if (all(a == vec4<u32>(p.rows))) { y[0] = a.x; }
 }`;
+
+// --record: what recording a decode step's dispatches costs on the CPU, by call. 420 dispatches
+// over 12 pipelines and 420 bind groups (as a decode step has), recorded 50 times; with each
+// dispatch's own pipeline and bind group, with dynamic offsets, or with one pipeline and bind group
+// for all (only dispatchWorkgroups); then finish + submit (Dawn translates to Vulkan there).
+if (process.argv.includes('--record')) {
+  const code = `struct C { n: u32 }
+@group(0) @binding(0) var<storage, read_write> y: array<u32>;
+@group(0) @binding(1) var<uniform> c: C;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) { if (g.x == c.n + 99999u) { y[0] = 1u; } }`;
+  const layout = device.createBindGroupLayout({ entries: [
+    { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } },
+    { binding: 1, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } }] });
+  const dynLayout = device.createBindGroupLayout({ entries: [
+    { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } },
+    { binding: 1, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true } }] });
+  const mk = (l: GPUBindGroupLayout, i: number) => device.createComputePipeline({
+    layout: device.createPipelineLayout({ bindGroupLayouts: [l] }),
+    compute: { module: device.createShaderModule({ code: code.replace('99999u', `${99999 + i}u`) }), entryPoint: 'main' } });
+  const pipes = Array.from({ length: 12 }, (_, i) => mk(layout, i));
+  const dynPipes = Array.from({ length: 12 }, (_, i) => mk(dynLayout, i));
+  const yb = device.createBuffer({ size: 64, usage: S });
+  const ub = device.createBuffer({ size: 4096, usage: GPUBufferUsage.UNIFORM });
+  const N = 420;
+  const groups = Array.from({ length: N }, () => device.createBindGroup({ layout, entries: [{ binding: 0, resource: { buffer: yb } }, { binding: 1, resource: { buffer: ub, size: 16 } }] }));
+  const dynGroups = Array.from({ length: N }, () => device.createBindGroup({ layout: dynLayout, entries: [{ binding: 0, resource: { buffer: yb } }, { binding: 1, resource: { buffer: ub, size: 16 } }] }));
+  const offsets = new Uint32Array([256]);
+  const variants: Record<string, (pass: GPUComputePassEncoder, i: number) => void> = {
+    own: (pass, i) => { pass.setPipeline(pipes[i % 12]!); pass.setBindGroup(0, groups[i]!); pass.dispatchWorkgroups(4); },
+    dynamic: (pass, i) => { pass.setPipeline(dynPipes[i % 12]!); pass.setBindGroup(0, dynGroups[i]!, offsets, 0, 1); pass.dispatchWorkgroups(4); },
+    dynamicArray: (pass, i) => { pass.setPipeline(dynPipes[i % 12]!); pass.setBindGroup(0, dynGroups[i]!, [256]); pass.dispatchWorkgroups(4); },
+    bindOnly: (pass, i) => { if (i === 0) pass.setPipeline(pipes[0]!); pass.setBindGroup(0, groups[i]!); pass.dispatchWorkgroups(4); },
+    dispatchOnly: (pass, i) => { if (i === 0) { pass.setPipeline(pipes[0]!); pass.setBindGroup(0, groups[0]!); } pass.dispatchWorkgroups(4); },
+  };
+  const out: Record<string, { record_ms: number; finish_submit_ms: number }> = {};
+  for (const [name, rec] of Object.entries(variants)) {
+    let recordMs = 0;
+    let submitMs = 0;
+    for (let it = 0; it < 60; it++) {
+      const t0 = performance.now();
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      for (let i = 0; i < N; i++) rec(pass, i);
+      pass.end();
+      const t1 = performance.now();
+      device.queue.submit([enc.finish()]);
+      const t2 = performance.now();
+      if (it >= 10) { recordMs += t1 - t0; submitMs += t2 - t1; }
+      if (it % 10 === 9) await device.queue.onSubmittedWorkDone();
+    }
+    out[name] = { record_ms: Math.round((recordMs / 50) * 1000) / 1000, finish_submit_ms: Math.round((submitMs / 50) * 1000) / 1000 };
+    log(`${name}: ${JSON.stringify(out[name])}`);
+  }
+  console.log(JSON.stringify({ device: description, dispatches: N, results: out }, null, 1));
+  process.exit(0);
+}
 
 interface Shape { name: string; rows: number; cols: number; pair: boolean }
 const shapes: Shape[] = [
