@@ -16,6 +16,7 @@
  * the matvecs take their lane sum from matvec_reduce.forward.wgsl, or matvec_reduce_sg.forward.wgsl
  * where the device has subgroups. {@link LinearKernels.bindMatVecMulti} puts several weights over
  * one x in one dispatch (matvec_multi.forward.wgsl with per-weight decoders generated here).
+ * Q4_K matvecs (single or multi) take matvec_q4k.forward.wgsl, 32 values a step.
  */
 import matmulSource from '../../wgsl/matmul.forward.wgsl';
 import matvecSource from '../../wgsl/matvec.forward.wgsl';

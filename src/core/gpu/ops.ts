@@ -13,8 +13,9 @@
  *   qk_norm_rope  a layer's q-norm + rope in place and, with its own KV, k-norm + rope, v-norm and
  *               the KV store, in one dispatch
  *   attention   causal / sliding-window GQA over the cache, scale 1, online softmax; key splits
- *               spread short blocks (decode) over many workgroups; one token over at most
- *               ATTENTION_DECODE_MAX_KEYS keys takes a one-pass kernel (no combine dispatch)
+ *               spread short blocks over many workgroups; one token (decode) takes key splits by
+ *               head group (every head of a kv head in one workgroup) and a combine, or a
+ *               one-pass kernel (see AttentionBinding.decodeKernel)
  *   add, mul, gelu_mul, scale (by a GPU scalar), softcap — elementwise
  *
  * Usage is that of {@link LinearKernels}: bind each use once (this builds its uniform and bind
