@@ -16,6 +16,12 @@
 //
 // Workgroups are numbered x-fastest over a 2-D dispatch; in SPLIT mode through the outputs in
 // turn (workgroups [first_wg_s, first_wg_{s+1}) compute y_s), so a workgroup's weight is uniform.
+//
+// The input comes from one of two parts appended by linear.ts: matvec_input.forward.wgsl reads x as
+// it is; matvec_input_norm.forward.wgsl forms it in shared memory from a residual stream and block
+// outputs through their RMS norms (the norm dispatches of a decode step folded into this one).
+// Both define prepare_input(li, g), called first from uniform control flow, and input(i), the
+// i-th vec4 of the input.
 
 override LANES_PER_ROW: u32 = 16u;
 override MODE: u32 = 0u;
@@ -36,6 +42,10 @@ struct Params {
   y_offset2: u32,
   first_wg1: u32,   // SPLIT: first workgroup of output 1 (2)
   first_wg2: u32,
+  eps: f32,         // matvec_input_norm: the RMS norms' epsilon
+  norm0: u32,       // matvec_input_norm: vec4 offsets into `norms` of the term and final norm weights
+  norm1: u32,
+  norm2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
@@ -79,14 +89,14 @@ fn pair_scales(h: vec4<u32>, p: u32) -> vec4<f32> {
 fn chunk_dot(h: vec4<u32>, q: vec4<u32>, k: u32) -> f32 {
   let c = k & 7u;
   let sm = pair_scales(h, c >> 1u);
-  let xb = params.x_offset / 4u + (k >> 3u) * 64u + 16u * (c >> 1u) + 4u * (c & 1u);
+  let xb = (k >> 3u) * 64u + 16u * (c >> 1u) + 4u * (c & 1u);
   var lo = 0.0;
   var hi = 0.0;
   var sum_lo = vec4<f32>(0.0);
   var sum_hi = vec4<f32>(0.0);
   for (var i = 0u; i < 4u; i++) {
-    let xl = x[xb + i];
-    let xh = x[xb + 8u + i];
+    let xl = input(xb + i);
+    let xh = input(xb + 8u + i);
     lo += dot(nibbles(q[i], 0u), xl);
     hi += dot(nibbles(q[i], 4u), xh);
     sum_lo += xl;
@@ -103,6 +113,7 @@ fn main(
   @builtin(local_invocation_index) li: u32,
 ) {
   let g = wid.x + wid.y * nwg.x;
+  prepare_input(li, g);
   var seg = 0u;
   var first = 0u;
   var rows = params.rows0;

@@ -4,7 +4,7 @@ import { expect } from '@open-wc/testing';
 import { openDevice } from '../../src/core/gpu/device.js';
 import { LINEAR_TYPES, LinearKernels } from '../../src/core/gpu/linear.js';
 import { typeName } from '../../src/core/gguf/types.js';
-import { badBindingCodes, brokenShaderMessage, checkLinearType, checkMatVecVariants, LINEAR_TOLERANCE, MATVEC_VARIANT_TYPES } from '../shared/linear-case.js';
+import { badBindingCodes, brokenShaderMessage, checkLinearType, checkMatVecVariants, checkResidualInput, LINEAR_TOLERANCE, MATVEC_VARIANT_TYPES, RESIDUAL_INPUT_ERROR_CODES, residualInputErrorCodes } from '../shared/linear-case.js';
 
 describe('linear kernels in Chromium', () => {
   let device: GPUDevice;
@@ -29,6 +29,14 @@ describe('linear kernels in Chromium', () => {
       }
     });
   }
+
+  it('Q4_K matvecs that form their input from the residual stream match float64, and refuse bad bindings', async () => {
+    for (const c of await checkResidualInput(kernels)) {
+      expect(c.maxRelErr, c.name).to.be.at.most(LINEAR_TOLERANCE);
+      expect(c.untouched, `${c.name} wrote outside its outputs`).to.equal(true);
+    }
+    expect(await residualInputErrorCodes(kernels)).to.deep.equal(RESIDUAL_INPUT_ERROR_CODES);
+  });
 
   for (const type of MATVEC_VARIANT_TYPES) {
     it(`${typeName(type)} matvec long rows and GELU epilogues match the CPU`, async () => {

@@ -12,7 +12,7 @@ import { readGGUF } from '../../src/core/gguf/read.js';
 import { Gemma4Model } from '../../src/core/model/model.js';
 import { ReferenceModel } from '../../src/core/reference/forward.js';
 import { Tokenizer } from '../../src/core/tokenizer/tokenizer.js';
-import { TINY_CONFIG_NAMES, writeTinyModel } from '../fixtures/index.js';
+import { TINY_CONFIG_NAMES, TINY_CONFIGS, writeGemma4Model, writeTinyModel, type Gemma4Config } from '../fixtures/index.js';
 import { openDawnDevice } from '../shared/dawn.js';
 
 let device: GPUDevice;
@@ -90,4 +90,38 @@ describe('GPU forward pass', () => {
       }
     });
   }
+
+  // tiny-kquant with per-layer embeddings: d = 256 and Q4_K gate/up/inp_gate, so the 'gpu' decode
+  // path folds two residual norms of each layer into the gate+up and inp_gate matvecs (E2B's
+  // decode chain; none of the tiny fixtures reaches it otherwise).
+  test('folded residual norms (tiny-kquant with PLE): GPU decode matches the float64 reference and prefill', async () => {
+    const config: Gemma4Config = { ...(TINY_CONFIGS['tiny-kquant'] as Gemma4Config), name: 'tiny-kquant-ple', ple: 32 };
+    const path = join(dir, 'tiny-kquant-ple.gguf');
+    await writeGemma4Model(config, path, { seed: 3 });
+    const source = await nodeFileSource(path);
+    try {
+      const file = await readGGUF(source);
+      const tokens = Tokenizer.fromGGUF(file).encode(PROMPT).slice(0, 24);
+      const prefill = await Gemma4Model.load(device, source, { contextSize: 64, prefillChunk: 16, allLogits: true });
+      const gpuLogits = await prefill.feed(tokens, { logits: 'all' });
+      prefill.destroy();
+      const reference = await (await ReferenceModel.load(source, file)).forward(tokens);
+      const precision = Math.max(...tokens.map((_, p) => relativeL2(gpuLogits[p]!, reference[p]!)));
+      assert.ok(precision <= 1e-3, `prefill vs float64: relative L2 ${precision}`);
+      const folded = await Gemma4Model.load(device, source, { contextSize: 64, prefillChunk: 16, kernelProfile: 'gpu' });
+      let worst = 0;
+      let worstRef = 0;
+      for (const [p, token] of tokens.entries()) {
+        const [logits] = await folded.feed([token]);
+        worst = Math.max(worst, relativeL2(logits!, gpuLogits[p]!));
+        worstRef = Math.max(worstRef, relativeL2(logits!, reference[p]!));
+      }
+      folded.destroy();
+      console.log(`# tiny-kquant-ple: prefill vs float64 ${precision.toExponential(2)}, folded decode vs prefill ${worst.toExponential(2)}, vs float64 ${worstRef.toExponential(2)}`);
+      assert.ok(worst <= 1e-4, `folded decode differs from prefill by ${worst}`);
+      assert.ok(worstRef <= 1e-3, `folded decode vs float64: ${worstRef}`);
+    } finally {
+      await source.close();
+    }
+  });
 });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { LINEAR_TYPES, LinearKernels } from '../../src/core/gpu/linear.js';
 import { typeName } from '../../src/core/gguf/types.js';
 import { openDawnDevice } from '../shared/dawn.js';
-import { badBindingCodes, brokenShaderMessage, checkLinearType, checkMatVecVariants, LINEAR_TOLERANCE, MATVEC_VARIANT_TYPES } from '../shared/linear-case.js';
+import { badBindingCodes, brokenShaderMessage, checkLinearType, checkMatVecVariants, checkResidualInput, LINEAR_TOLERANCE, MATVEC_VARIANT_TYPES, RESIDUAL_INPUT_ERROR_CODES, residualInputErrorCodes } from '../shared/linear-case.js';
 
 describe('linear kernels on Dawn', () => {
   let device: GPUDevice;
@@ -40,6 +40,13 @@ describe('linear kernels on Dawn', () => {
       for (const c of checks) assert.ok(c.maxRelErr <= LINEAR_TOLERANCE && c.untouched, `${typeName(type)} on ${adapter}:\n  ${report}`);
     });
   }
+
+  it('Q4_K matvecs that form their input from the residual stream match float64, and refuse bad bindings', async () => {
+    const checks = await checkResidualInput(kernels);
+    const report = checks.map((c) => `${c.name}: ${c.maxRelErr.toExponential(2)}${c.untouched ? '' : ' (wrote outside its outputs)'}`).join('\n  ');
+    for (const c of checks) assert.ok(c.maxRelErr <= LINEAR_TOLERANCE && c.untouched, `on ${adapter}:\n  ${report}`);
+    assert.deepEqual(await residualInputErrorCodes(kernels), RESIDUAL_INPUT_ERROR_CODES);
+  });
 
   it('matvec variants without subgroups (the shared-memory lane sum) match the CPU', async (t) => {
     const plain = new LinearKernels(device, { subgroups: false });

@@ -369,6 +369,167 @@ export async function checkMatVecVariants(kernels: LinearKernels, type: GGMLType
   }
 }
 
+/** RMS(v)·n in float64, as the kernels define it: v·(mean(v²) + eps)^(−1/2)·n. */
+function rmsF64(v: ArrayLike<number>, n: ArrayLike<number>, eps: number): Float64Array {
+  let ss = 0;
+  for (let i = 0; i < v.length; i++) ss += v[i]! * v[i]!;
+  const inv = 1 / Math.sqrt(ss / v.length + eps);
+  return Float64Array.from({ length: v.length }, (_, i) => v[i]! * inv * n[i]!);
+}
+
+/**
+ * Q4_K matvecs that form their input from a residual stream (MatVecResidualInput), against
+ * float64: gate/up + GELU over RMS(h + RMS(a)·n0)·n2 (an MLP's input), three weights over the same
+ * input, and one weight with the gelu-times-aux epilogue over h + RMS(a)·n0 + RMS(a2)·n1, which it
+ * also writes out (a per-layer input). h sits at an offset; the norm weights at offsets into one
+ * table. Errors as in {@link checkMatVecVariants}; the written input relative to its largest value.
+ */
+export async function checkResidualInput(kernels: LinearKernels): Promise<LinearCheck[]> {
+  const { device } = kernels;
+  const type = GGMLType.Q4_K;
+  const eps = 1e-6;
+  const checks: LinearCheck[] = [];
+  const owned: GPUBuffer[] = [];
+  const dispatches: Dispatch[] = [];
+  const own = <T extends GPUBuffer>(b: T): T => (owned.push(b), b);
+  const keep = (d: Dispatch): Dispatch => (dispatches.push(d), d);
+  try {
+    for (const cols of [768, 1536]) {
+      const rows = 37;
+      const h = seededNormals(cols + 8, 91 + cols, 3);
+      const hs = h.subarray(8);
+      const a = seededNormals(cols, 92 + cols, 5);
+      const a2 = seededNormals(cols, 93 + cols, 0.2);
+      // Norm weights around 1, the table [pad 4][n0][n1][n2].
+      const table = seededNormals(4 + 3 * cols, 94 + cols, 0.3).map((v) => 1 + v);
+      const n = [0, 1, 2].map((j) => table.subarray(4 + j * cols, 4 + (j + 1) * cols));
+      const hBuf = own(uploadStorage(device, h, 'h'));
+      const aBuf = own(uploadStorage(device, a, 'a'));
+      const a2Buf = own(uploadStorage(device, a2, 'a2'));
+      const norms = own(uploadStorage(device, table, 'norms'));
+      const ra = rmsF64(a, n[0]!, eps);
+      const s1 = Float64Array.from(hs, (v, i) => v + ra[i]!);
+      const mlpInput = rmsF64(s1, n[2]!, eps);
+      const ra2 = rmsF64(a2, n[1]!, eps);
+      const pleInput = Float64Array.from(s1, (v, i) => v + ra2[i]!);
+      const dotRow = (m: Matrix, r: number, x: Float64Array) => {
+        let acc = 0;
+        let scale = 0;
+        for (let c = 0; c < cols; c++) {
+          const p = m.values[r * cols + c]! * x[c]!;
+          acc += p;
+          scale += Math.abs(p);
+        }
+        return { acc, scale };
+      };
+      const mlp = { terms: [{ a: aBuf, norm: 4 }], norm: 4 + 2 * cols, norms, eps };
+
+      // gate/up + GELU.
+      const gate = makeMatrix(type, rows, cols, 95 + cols);
+      const up = makeMatrix(type, rows, cols, 96 + cols);
+      const y = own(sentinelBuffer(device, rows + 3, 'y'));
+      const d = keep(await kernels.bindMatVecMulti({
+        cols, x: hBuf, xOffset: 8, gelu: { y, yOffset: 1 }, residual: mlp,
+        parts: [gate, up].map((m, i) => ({ weight: own(uploadWeight(device, type, m.bytes, `w ${i}`)), type, rows })),
+      }));
+      submit(device, (pass) => d.encode(pass));
+      let got = await readF32(device, y, rows + 3);
+      let worst = 0;
+      for (let r = 0; r < rows; r++) {
+        const g = dotRow(gate, r, mlpInput);
+        const u = dotRow(up, r, mlpInput);
+        const bound = Math.abs(geluF64(g.acc)) * u.scale + 1.13 * g.scale * Math.abs(u.acc) + 1e-30;
+        const err = Math.abs(got[1 + r]! - geluF64(g.acc) * u.acc) / bound;
+        worst = Math.max(worst, Number.isNaN(err) ? Infinity : err);
+      }
+      checks.push({ name: `residual input RMS(h + RMS(a)·n0)·n2, gate/up + GELU ${rows}x${cols}`, maxRelErr: worst, untouched: sentinelsKept(got, (j) => j >= 1 && j < 1 + rows) });
+
+      // Three weights over the same formed input (split mode).
+      const ms = [rows, 16, 9].map((r, i) => makeMatrix(type, r, cols, 97 + i + cols));
+      const ys = ms.map((m) => own(sentinelBuffer(device, m.rows + 2, 'y split')));
+      const split = keep(await kernels.bindMatVecMulti({
+        cols, x: hBuf, xOffset: 8, residual: mlp,
+        parts: ms.map((m, i) => ({ weight: own(uploadWeight(device, type, m.bytes, `w split ${i}`)), type, rows: m.rows, y: ys[i], yOffset: 2 })),
+      }));
+      submit(device, (pass) => split.encode(pass));
+      worst = 0;
+      let kept = true;
+      for (const [i, m] of ms.entries()) {
+        got = await readF32(device, ys[i]!, m.rows + 2);
+        for (let r = 0; r < m.rows; r++) {
+          const p = dotRow(m, r, mlpInput);
+          worst = Math.max(worst, Math.abs(got[2 + r]! - p.acc) / p.scale || (Number.isNaN(got[2 + r]!) ? Infinity : 0));
+        }
+        kept &&= sentinelsKept(got, (j) => j >= 2);
+      }
+      checks.push({ name: `residual input, 3 weights (${ms.map((m) => m.rows).join(', ')}) x ${cols}`, maxRelErr: worst, untouched: kept });
+
+      // One weight, gelu-times-aux, input h + RMS(a)·n0 + RMS(a2)·n1 written out.
+      const w = makeMatrix(type, rows, cols, 99 + cols);
+      const aux = seededNormals(rows + 2, 100, 1.5);
+      const yg = own(sentinelBuffer(device, rows, 'y gate'));
+      const out = own(sentinelBuffer(device, cols + 6, 'formed input'));
+      const one = keep(await kernels.bindMatVec({
+        weight: own(uploadWeight(device, type, w.bytes, 'w gate')), type, rows, cols, x: hBuf, xOffset: 8, y: yg,
+        epilogue: 'gelu-times-aux', aux: own(uploadStorage(device, aux, 'aux')), auxOffset: 2,
+        residual: { terms: [{ a: aBuf, norm: 4 }, { a: a2Buf, norm: 4 + cols }], norms, eps, out: { buffer: out, offset: 2 } },
+      }));
+      submit(device, (pass) => one.encode(pass));
+      got = await readF32(device, yg, rows);
+      worst = 0;
+      for (let r = 0; r < rows; r++) {
+        const p = dotRow(w, r, pleInput);
+        const err = Math.abs(got[r]! - geluF64(p.acc) * aux[2 + r]!) / (1.13 * Math.abs(aux[2 + r]!) * p.scale + 1e-30);
+        worst = Math.max(worst, Number.isNaN(err) ? Infinity : err);
+      }
+      checks.push({ name: `residual input h + RMS(a)·n0 + RMS(a2)·n1, gelu-times-aux ${rows}x${cols}`, maxRelErr: worst, untouched: true });
+      const written = await readF32(device, out, cols + 6);
+      const peak = Math.max(...pleInput.map(Math.abs));
+      let inputErr = 0;
+      for (let c = 0; c < cols; c++) inputErr = Math.max(inputErr, Math.abs(written[2 + c]! - pleInput[c]!) / peak || (Number.isNaN(written[2 + c]!) ? Infinity : 0));
+      checks.push({ name: `residual input written out (${cols})`, maxRelErr: inputErr, untouched: sentinelsKept(written, (j) => j >= 2 && j < 2 + cols) });
+    }
+    return checks;
+  } finally {
+    for (const d of dispatches) d.destroy();
+    for (const b of owned) b.destroy();
+  }
+}
+
+/** Error codes of bad residual-input bindings (see the comments; 'none' where one binds). */
+export async function residualInputErrorCodes(kernels: LinearKernels): Promise<string[]> {
+  const { device } = kernels;
+  const cols = 256;
+  const q4k = uploadWeight(device, GGMLType.Q4_K, new Uint8Array(144 * 8), 'w q4k');
+  const q8 = uploadWeight(device, GGMLType.Q8_0, new Uint8Array(34 * 8 * 8), 'w q8');
+  const x = uploadStorage(device, new Float32Array(cols), 'x');
+  const a = uploadStorage(device, new Float32Array(cols), 'a');
+  const norms = uploadStorage(device, new Float32Array(2 * cols), 'norms');
+  const y = uploadStorage(device, new Float32Array(cols), 'y');
+  const codes: string[] = [];
+  const attempt = async (f: () => Promise<Dispatch>) => {
+    try {
+      (await f()).destroy();
+      codes.push('none');
+    } catch (e) {
+      codes.push((e as { code?: string }).code ?? String(e));
+    }
+  };
+  const residual = { terms: [{ a, norm: 0 }], norm: cols, norms, eps: 1e-6 };
+  await attempt(() => kernels.bindMatVec({ weight: q4k, type: GGMLType.Q4_K, rows: 8, cols, x, y, residual })); // fine
+  await attempt(() => kernels.bindMatVec({ weight: q8, type: GGMLType.Q8_0, rows: 8, cols, x, y, residual })); // not Q4_K
+  await attempt(() => kernels.bindMatVec({ weight: q4k, type: GGMLType.Q4_K, rows: 8, cols, x, y, residual: { ...residual, norm: 2 } })); // offset not a multiple of 4
+  await attempt(() => kernels.bindMatVec({ weight: q4k, type: GGMLType.Q4_K, rows: 8, cols, x, y, residual: { ...residual, norm: 2 * cols } })); // norms too small
+  await attempt(() => kernels.bindMatVec({ weight: q4k, type: GGMLType.Q4_K, rows: 8, cols, x, y, residual: { ...residual, terms: [] } })); // no term
+  await attempt(() => kernels.bindMatVecMulti({ cols, x, parts: [{ weight: q4k, type: GGMLType.Q4_K, rows: 8, y }], residual: { ...residual, out: { buffer: a } } })); // writes a term
+  await attempt(() => kernels.bindMatVecMulti({ cols, x, gelu: { y }, parts: [0, 1].map(() => ({ weight: q4k, type: GGMLType.Q4_K, rows: 8 })), residual: { ...residual, out: { buffer: x } } })); // out on a pair
+  for (const b of [q4k, q8, x, a, norms, y]) b.destroy();
+  return codes;
+}
+
+/** What {@link residualInputErrorCodes} must return. */
+export const RESIDUAL_INPUT_ERROR_CODES = ['none', 'unsupported', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument'];
+
 /** The message of the error a broken shader produces through the pipeline cache ('' if none). */
 export async function brokenShaderMessage(device: GPUDevice): Promise<{ message: string; isCompileError: boolean; part: string; line: number }> {
   const cache = new PipelineCache(device);

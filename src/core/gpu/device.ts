@@ -25,6 +25,13 @@ export interface OpenDeviceOptions {
 export const DEFAULT_OPTIONAL_FEATURES: readonly GPUFeatureName[] = ['subgroups' as GPUFeatureName];
 
 /**
+ * Limits every device is opened with as far as the adapter allows (besides the caller's
+ * preferredLimits): 12 storage buffers per shader stage (WebGPU's default is 8), so that a decode
+ * matvec can form its input from the residual stream (linear.ts, supportsResidualInput).
+ */
+export const DEFAULT_PREFERRED_LIMITS: Readonly<Record<string, number>> = { maxStorageBuffersPerShaderStage: 12 };
+
+/**
  * Whether the device runs on the CPU (SwiftShader, or the browser's fallback adapter). There every
  * invocation of a workgroup is emulated, so a workgroup barrier costs far more than on a GPU, and
  * kernels pick their barrier-free variants (see linear.ts).
@@ -67,7 +74,7 @@ export async function openDevice(options: OpenDeviceOptions): Promise<OpenedDevi
     }
     requiredLimits[name] = wanted;
   }
-  for (const [name, wanted] of Object.entries(options.preferredLimits ?? {})) {
+  for (const [name, wanted] of Object.entries({ ...DEFAULT_PREFERRED_LIMITS, ...options.preferredLimits })) {
     const available = (adapter.limits as unknown as Record<string, number>)[name];
     if (available !== undefined) requiredLimits[name] = Math.max(requiredLimits[name] ?? 0, Math.min(available, wanted));
   }

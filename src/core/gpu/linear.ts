@@ -16,13 +16,17 @@
  * the matvecs take their lane sum from matvec_reduce.forward.wgsl, or matvec_reduce_sg.forward.wgsl
  * where the device has subgroups. {@link LinearKernels.bindMatVecMulti} puts several weights over
  * one x in one dispatch (matvec_multi.forward.wgsl with per-weight decoders generated here).
- * Q4_K matvecs (single or multi) take matvec_q4k.forward.wgsl, 32 values a step.
+ * Q4_K matvecs (single or multi) take matvec_q4k.forward.wgsl, 32 values a step; these can also
+ * form their input from a residual stream through RMS norms ({@link MatVecResidualInput}), which
+ * folds a decode step's norm dispatches into the matvec that reads them.
  */
 import matmulSource from '../../wgsl/matmul.forward.wgsl';
 import matvecSource from '../../wgsl/matvec.forward.wgsl';
 import matvecRowsSource from '../../wgsl/matvec_rows.forward.wgsl';
 import matvecMultiSource from '../../wgsl/matvec_multi.forward.wgsl';
 import matvecQ4kSource from '../../wgsl/matvec_q4k.forward.wgsl';
+import matvecInputSource from '../../wgsl/matvec_input.forward.wgsl';
+import matvecInputNormSource from '../../wgsl/matvec_input_norm.forward.wgsl';
 import matvecReduceSource from '../../wgsl/matvec_reduce.forward.wgsl';
 import matvecReduceSgSource from '../../wgsl/matvec_reduce_sg.forward.wgsl';
 import geluSource from '../../wgsl/gelu.wgsl';
@@ -65,6 +69,19 @@ export function q4kLanes(cols: number): number {
   return Math.min(64, Math.max(8, 2 ** Math.floor(Math.log2(Math.max(1, half)))));
 }
 const GELU: ShaderPart = { name: 'gelu.wgsl', source: geluSource };
+const INPUT: ShaderPart = { name: 'matvec_input.forward.wgsl', source: matvecInputSource };
+const INPUT_NORM: ShaderPart = { name: 'matvec_input_norm.forward.wgsl', source: matvecInputNormSource };
+/** Storage buffers of a Q4_K matvec that forms its input ({@link MatVecResidualInput}): x, 3 outputs, aux, 3 weights, 2 terms, norms. */
+export const RESIDUAL_INPUT_STORAGE_BUFFERS = 11;
+
+/**
+ * Whether a Q4_K matvec of `cols` columns can form its input on this device
+ * ({@link MatVecResidualInput}): enough storage buffers per stage, and the input in shared memory.
+ */
+export function supportsResidualInput(device: GPUDevice, cols: number): boolean {
+  return device.limits.maxStorageBuffersPerShaderStage >= RESIDUAL_INPUT_STORAGE_BUFFERS
+    && cols % 256 === 0 && 4 * cols + 8 * MATVEC_WG + 8 * MATVEC_WG <= device.limits.maxComputeWorkgroupStorageSize;
+}
 const REDUCE: ShaderPart = { name: 'matvec_reduce.forward.wgsl', source: matvecReduceSource };
 const REDUCE_SG: ShaderPart = { name: 'matvec_reduce_sg.forward.wgsl', source: matvecReduceSgSource };
 
@@ -218,6 +235,27 @@ export interface MatVecBinding {
    * {@link MATVEC_SHORT_MIN_ROWS} rows; every row on a software device.
    */
   threadPerRow?: boolean;
+  /** Q4_K weights only: form the input from a residual stream (x at xOffset) in the kernel. */
+  residual?: MatVecResidualInput;
+}
+
+/**
+ * A one-token input formed inside a Q4_K matvec (matvec_input_norm.forward.wgsl) instead of read
+ * ready-made: with h the binding's x (from xOffset, `cols` values) and RMS(v) = v·(mean(v²) + eps)^(−1/2),
+ *   s = h + Σ_j RMS(terms[j])·n_j,   input = RMS(s)·n (with `norm`) or s,
+ * where each n is `cols` f32 values of `norms` from an element offset (a multiple of 4). The
+ * products equal those of the rms_norm dispatches it replaces (ops.ts), up to the order in which
+ * the squares are summed. Needs {@link supportsResidualInput}.
+ */
+export interface MatVecResidualInput {
+  /** One or two f32 block outputs of `cols` values (from offset 0), each with its norm's offset into `norms`. */
+  terms: readonly { a: GPUBuffer; norm: number }[];
+  /** Offset into `norms` of the final norm's weights, if any. */
+  norm?: number;
+  norms: GPUBuffer;
+  eps: number;
+  /** A single weight only: also write s (or the normed input) to this buffer from `offset`. */
+  out?: { buffer: GPUBuffer; offset?: number };
 }
 
 export interface MatMulBinding extends MatVecBinding {
@@ -254,6 +292,8 @@ export interface MatVecMultiBinding {
   xOffset?: number;
   gelu?: { y: GPUBuffer; yOffset?: number };
   label?: string;
+  /** Q4_K weights only: form the input from a residual stream (x at xOffset) in the kernel. */
+  residual?: MatVecResidualInput;
 }
 
 /** The most weights one {@link LinearKernels.bindMatVecMulti} dispatch takes. */
@@ -349,7 +389,7 @@ export class LinearKernels {
   /** Bound as the unused outputs of a multi matvec (writable bindings may not share a buffer). */
   private readonly placeholderOut: GPUBuffer[];
   private readonly multiLayouts = new Map<number, { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout }>();
-  private q4kLayout: { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } | null = null;
+  private readonly q4kLayouts = new Map<number, { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout }>();
   /** Whether the matvecs use subgroup sums (settled on first use). */
   private subgroupsReady: Promise<boolean> | null = null;
   private narrowSource: string | undefined;
@@ -425,10 +465,11 @@ export class LinearKernels {
         throw new RullamaError('bad-argument', `${label}: aux has ${b.aux.size} bytes, ${4 * (auxOffset + b.rows)} are needed`);
       }
     }
-    if (!short && b.type === GGMLType.Q4_K) {
+    if (b.residual && b.type !== GGMLType.Q4_K) throw new RullamaError('unsupported', `${label}: only Q4_K matvecs form their input in the kernel, not ${typeName(b.type)}`);
+    if ((!short || b.residual) && b.type === GGMLType.Q4_K) {
       return this.bindQ4k({
         label, cols: b.cols, x: b.x, xOffset: g.xOffset, firstRow: g.firstRow, parts: [{ weight: b.weight, rows: b.rows, y: b.y, yOffset: g.yOffset }],
-        epilogue: EPILOGUES[epilogue], aux: epilogue === 'none' ? undefined : b.aux, auxOffset,
+        epilogue: EPILOGUES[epilogue], aux: epilogue === 'none' ? undefined : b.aux, auxOffset, residual: b.residual,
       });
     }
     const constants: Record<string, number> = {};
@@ -441,24 +482,7 @@ export class LinearKernels {
       layout: this.matvecLayout,
       entries: [b.weight, b.x, b.y, params, aux].map((buffer, binding) => ({ binding, resource: { buffer } })),
     });
-    // Workgroups are numbered x-fastest over a 2-D grid, so more than maxComputeWorkgroupsPerDimension fit.
-    const groups = Math.ceil(b.rows / (short ? MATVEC_ROWS_WG_SIZE : MATVEC_WG / lanes));
-    const gx = Math.min(groups, this.device.limits.maxComputeWorkgroupsPerDimension);
-    const gy = Math.ceil(groups / gx);
-    return {
-      label,
-      maxTokens: 1,
-      encode(pass: GPUComputePassEncoder, tokens = 1): void {
-        if (tokens === 0) return;
-        if (tokens !== 1) throw new RullamaError('bad-argument', `${label}: a matvec multiplies 1 token, not ${tokens}`);
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(gx, gy);
-      },
-      destroy(): void {
-        params.destroy();
-      },
-    };
+    return this.oneTokenDispatch(label, pipeline, bindGroup, Math.ceil(b.rows / (short ? MATVEC_ROWS_WG_SIZE : MATVEC_WG / lanes)), params);
   }
 
   /**
@@ -491,9 +515,11 @@ export class LinearKernels {
         }
       }
     }
-    if (b.parts.every((p) => p.type === GGMLType.Q4_K)) {
+    const allQ4k = b.parts.every((p) => p.type === GGMLType.Q4_K);
+    if (b.residual && !allQ4k) throw new RullamaError('unsupported', `${label}: only Q4_K matvecs form their input in the kernel`);
+    if (allQ4k) {
       return this.bindQ4k({
-        label, cols: b.cols, x: b.x, xOffset, firstRow: 0, gelu: gelu !== undefined,
+        label, cols: b.cols, x: b.x, xOffset, firstRow: 0, gelu: gelu !== undefined, residual: b.residual,
         parts: b.parts.map((p, i) => ({ weight: p.weight, rows: p.rows, y: outs[i]!.y, yOffset: outs[i]!.yOffset })),
       });
     }
@@ -532,35 +558,30 @@ export class LinearKernels {
       layout: layout.group,
       entries: [b.x, params, ...ys, ...b.parts.map((p) => p.weight)].map((buffer, binding) => ({ binding, resource: { buffer } })),
     });
-    const gx = Math.min(groups, this.device.limits.maxComputeWorkgroupsPerDimension);
-    const gy = Math.ceil(groups / gx);
-    return {
-      label,
-      maxTokens: 1,
-      encode(pass: GPUComputePassEncoder, tokens = 1): void {
-        if (tokens === 0) return;
-        if (tokens !== 1) throw new RullamaError('bad-argument', `${label}: a matvec multiplies 1 token, not ${tokens}`);
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(gx, gy);
-      },
-      destroy(): void {
-        params.destroy();
-      },
-    };
+    return this.oneTokenDispatch(label, pipeline, bindGroup, groups, params);
   }
 
   /**
    * The Q4_K matvec (matvec_q4k.forward.wgsl) for {@link bindMatVec} and {@link bindMatVecMulti}
    * over Q4_K weights: 1 to 3 weights over one x (each part its own y range), or with `gelu` two
-   * (gate, up) whose GELU product goes to part 0's y. Arguments are checked by the callers.
+   * (gate, up) whose GELU product goes to part 0's y; with `residual`, the input formed in the
+   * kernel. The callers check the other arguments.
    */
   private async bindQ4k(b: {
     label: string; cols: number; x: GPUBuffer; xOffset: number; firstRow: number; gelu?: boolean;
     parts: { weight: GPUBuffer; rows: number; y: GPUBuffer; yOffset: number }[];
-    epilogue?: number; aux?: GPUBuffer; auxOffset?: number;
+    epilogue?: number; aux?: GPUBuffer; auxOffset?: number; residual?: MatVecResidualInput;
   }): Promise<Dispatch> {
-    const { label, parts } = b;
+    const { label, parts, residual } = b;
+    if (residual) {
+      this.checkResidual(label, b.cols, parts.length === 1 && !b.gelu, residual);
+      // A buffer written here may not be bound a second time (WebGPU's aliasing rule).
+      const written = [...parts.map((p) => p.y), ...(residual.out ? [residual.out.buffer] : [])];
+      const read = [b.x, ...residual.terms.map((t) => t.a), residual.norms, ...(b.aux ? [b.aux] : [])];
+      if (written.some((w) => read.includes(w)) || (residual.out && parts.some((p) => p.y === residual.out!.buffer))) {
+        throw new RullamaError('bad-argument', `${label}: the outputs (y and the formed input's buffer) must differ from x, the terms, the norms and aux, and from each other`);
+      }
+    }
     const lanes = q4kLanes(b.cols);
     const rowsPerGroup = MATVEC_WG / lanes;
     const wgs = parts.map((p) => Math.ceil(p.rows / rowsPerGroup));
@@ -568,36 +589,85 @@ export class LinearKernels {
     const firstWg1 = !b.gelu && parts.length > 1 ? wgs[0]! : none;
     const firstWg2 = !b.gelu && parts.length > 2 ? wgs[0]! + wgs[1]! : none;
     const groups = b.gelu ? wgs[0]! : wgs.reduce((a, v) => a + v, 0);
-    if (!this.q4kLayout) {
-      const entry = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
-      const group = this.device.createBindGroupLayout({
-        label: 'matvec_q4k',
-        entries: [entry(0, 'read-only-storage'), entry(1, 'uniform'), entry(2, 'storage'), entry(3, 'storage'), entry(4, 'storage'),
-          ...[5, 6, 7, 8].map((i) => entry(i, 'read-only-storage'))],
-      });
-      this.q4kLayout = { group, pipeline: this.device.createPipelineLayout({ label: 'matvec_q4k', bindGroupLayouts: [group] }) };
-    }
+    const layout = this.q4kLayout(residual !== undefined);
     const sg = await this.useSubgroups();
     const body: ShaderPart = { name: 'matvec_q4k.forward.wgsl', source: matvecQ4kSource };
+    const constants: Record<string, number> = { LANES_PER_ROW: lanes, MODE: b.gelu ? 1 : 0 };
+    if (residual) {
+      Object.assign(constants, { TERMS: residual.terms.length, NORM: residual.norm === undefined ? 0 : 1, WRITE_INPUT: residual.out ? 1 : 0, INPUT_VEC4: b.cols / 4 });
+    }
     const pipeline = await this.pipelines.get({
-      name: sg ? 'matvec_q4k_sg' : 'matvec_q4k',
+      name: `${sg ? 'matvec_q4k_sg' : 'matvec_q4k'}${residual ? '+input_norm' : ''}`,
       dtype: 'Q4_K',
-      constants: { LANES_PER_ROW: lanes, MODE: b.gelu ? 1 : 0 },
-      parts: sg ? [REDUCE_SG, body, GELU] : [body, REDUCE, GELU],
-      layout: this.q4kLayout.pipeline,
+      constants,
+      parts: [...(sg ? [REDUCE_SG, body] : [body, REDUCE]), GELU, residual ? INPUT_NORM : INPUT],
+      layout: layout.pipeline,
     });
     const rows = [0, 1, 2].map((i) => parts[i]?.rows ?? 0);
-    const yOffsets = [0, 1, 2].map((i) => parts[i]?.yOffset ?? 0);
-    const params = uploadUniform(this.device, new Uint32Array([
+    const yOffsets = [0, 1, 2].map((i) => (i === 1 && residual?.out ? residual.out.offset ?? 0 : parts[i]?.yOffset ?? 0));
+    const terms = residual?.terms ?? [];
+    const words = new Uint32Array([
       b.cols, b.xOffset, b.firstRow, b.epilogue ?? 0, ...rows, b.auxOffset ?? 0, ...yOffsets, firstWg1, firstWg2,
-    ]), `${label} params`);
+      0, (terms[0]?.norm ?? 0) / 4, (terms[1]?.norm ?? 0) / 4, (residual?.norm ?? 0) / 4,
+    ]);
+    new Float32Array(words.buffer)[13] = residual?.eps ?? 0;
+    const params = uploadUniform(this.device, words, `${label} params`);
     const ys = b.gelu ? [parts[0]!.y, ...this.placeholderOut] : [0, 1, 2].map((i) => parts[i]?.y ?? this.placeholderOut[i - 1]!);
+    if (residual?.out) ys[1] = residual.out.buffer;
     const weights = [0, 1, 2].map((i) => parts[i]?.weight ?? parts[0]!.weight);
+    const extra = residual ? [terms[0]!.a, terms[1]?.a ?? terms[0]!.a, residual.norms] : [];
     const bindGroup = this.device.createBindGroup({
       label,
-      layout: this.q4kLayout.group,
-      entries: [b.x, params, ...ys, b.aux ?? this.placeholder, ...weights].map((buffer, binding) => ({ binding, resource: { buffer } })),
+      layout: layout.group,
+      entries: [b.x, params, ...ys, b.aux ?? this.placeholder, ...weights, ...extra].map((buffer, binding) => ({ binding, resource: { buffer } })),
     });
+    return this.oneTokenDispatch(label, pipeline, bindGroup, groups, params);
+  }
+
+  /** The bind group layout of the Q4_K matvec, with (`residual`) or without the input-forming bindings 9–11. */
+  private q4kLayout(residual: boolean): { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } {
+    const key = residual ? 1 : 0;
+    let layout = this.q4kLayouts.get(key);
+    if (!layout) {
+      const entry = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
+      const name = residual ? 'matvec_q4k+input_norm' : 'matvec_q4k';
+      const group = this.device.createBindGroupLayout({
+        label: name,
+        entries: [entry(0, 'read-only-storage'), entry(1, 'uniform'), entry(2, 'storage'), entry(3, 'storage'), entry(4, 'storage'),
+          ...[5, 6, 7, 8, ...(residual ? [9, 10, 11] : [])].map((i) => entry(i, 'read-only-storage'))],
+      });
+      layout = { group, pipeline: this.device.createPipelineLayout({ label: name, bindGroupLayouts: [group] }) };
+      this.q4kLayouts.set(key, layout);
+    }
+    return layout;
+  }
+
+  /** Checks a {@link MatVecResidualInput} of a Q4_K matvec of `cols` columns (`single`: one weight, no GELU pair). */
+  private checkResidual(label: string, cols: number, single: boolean, r: MatVecResidualInput): void {
+    const bad = (message: string): never => {
+      throw new RullamaError('bad-argument', `${label}: ${message}`);
+    };
+    if (!supportsResidualInput(this.device, cols)) {
+      throw new RullamaError('unsupported', `${label}: this device cannot form a ${cols}-value input inside the matvec (it needs ${RESIDUAL_INPUT_STORAGE_BUFFERS} storage buffers per shader stage and ${4 * cols} bytes of shared memory)`);
+    }
+    if (r.terms.length < 1 || r.terms.length > 2) bad(`the residual input takes 1 or 2 terms, not ${r.terms.length}`);
+    if (!(Number.isFinite(r.eps) && r.eps >= 0)) bad(`eps must be finite and ≥ 0, not ${r.eps}`);
+    const offsets = [...r.terms.map((t) => t.norm), ...(r.norm === undefined ? [] : [r.norm])];
+    for (const o of offsets) {
+      if (!Number.isSafeInteger(o) || o < 0 || o % 4 !== 0) bad(`norm offsets must be non-negative multiples of 4, not ${o}`);
+      if (r.norms.size < 4 * (o + cols)) bad(`norms has ${r.norms.size} bytes, ${4 * (o + cols)} are needed`);
+    }
+    for (const t of r.terms) if (t.a.size < 4 * cols) bad(`a residual term has ${t.a.size} bytes, ${4 * cols} are needed`);
+    if (r.out) {
+      if (!single) bad('only a single-weight matvec can write its formed input');
+      const offset = r.out.offset ?? 0;
+      if (!Number.isSafeInteger(offset) || offset < 0 || r.out.buffer.size < 4 * (offset + cols)) bad(`the formed input's buffer is too small for offset ${offset}`);
+    }
+  }
+
+  /** The Dispatch of a one-token binding: `groups` workgroups numbered x-fastest over a 2-D grid. */
+  private oneTokenDispatch(label: string, pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, groups: number, params: GPUBuffer): Dispatch {
+    // Numbered over two dimensions, more than maxComputeWorkgroupsPerDimension fit.
     const gx = Math.min(groups, this.device.limits.maxComputeWorkgroupsPerDimension);
     const gy = Math.ceil(groups / gx);
     return {

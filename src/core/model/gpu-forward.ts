@@ -1,7 +1,7 @@
 import { RullamaError, throwIfAborted } from '../errors.js';
 import { checkBufferSize, readBack, readFirstFloats } from '../gpu/buffers.js';
 import { isSoftwareDevice } from '../gpu/device.js';
-import { LinearKernels, type Dispatch, type MatVecEpilogue } from '../gpu/linear.js';
+import { LinearKernels, supportsResidualInput, type Dispatch, type MatVecEpilogue } from '../gpu/linear.js';
 import { OpKernels, PositionUniform } from '../gpu/ops.js';
 import { PipelineCache } from '../gpu/pipelines.js';
 import { GGMLType, type GGUFTensorInfo } from '../gguf/types.js';
@@ -82,13 +82,16 @@ const DECODE_GROUPS_PER_SUBMIT = 8;
  * the next layer's input norm, and its q/k norms, RoPE and KV store are one dispatch
  * (qk_norm_rope). Decode-only fusions (a token without LoRA terms on the weights concerned): q, k
  * and v are one matvec dispatch, gate, up and their GELU product another, the per-layer input's
- * GELU product sits in the inp_gate matvec's epilogue, attention takes the one-pass decode kernel
- * where the keys fit it, and the output norm reads h in the chain's compute pass.
+ * GELU product sits in the inp_gate matvec's epilogue, attention takes the head-group decode
+ * kernel, and the output norm reads h in the chain's compute pass. On Q4_K models
+ * with per-layer embeddings (E2B), decode also folds the norms after attention and after the MLP
+ * into the gate+up and inp_gate matvecs (they form their inputs from h and the block outputs; see
+ * MatVecResidualInput): h then changes once a layer, in the norm that ends it.
  *
  * Activation buffers (f32, row-major, one row per token of the block):
  *   h [T][d] residual stream     x [T][d] normed input         q/o [T][nq·hd]   k/v [T][nkv·hd]
- *   a [T][d] block outputs       gate/up [T][F]                ple/pleRows/pleProj [T][L·P]
- *   g [T][P] per-layer gate      logits [T or 1][V]
+ *   a/a2/a3 [T][d] attention, MLP and per-layer-input outputs    hs [T][d] h + the normed a and a2
+ *   gate/up [T][F]   ple/pleRows/pleProj [T][L·P]   g [T][P] per-layer gate   logits [T or 1][V]
  */
 export class GpuForward {
   readonly kv: KvCache;
@@ -275,6 +278,9 @@ export class GpuForward {
     const v = this.buffer('v', T * maxKv);
     const o = this.buffer('o', T * c.headCount * maxHd);
     const a = this.buffer('a', T * d);
+    // The MLP's and the per-layer input's outputs get buffers of their own, and hs holds h plus the
+    // attention and MLP terms: the norm that ends a layer reads hs, so h itself changes once a layer.
+    const a2 = this.buffer('a2', T * d);
     const gate = this.buffer('gate', T * maxF);
     const up = this.buffer('up', T * maxF);
     const logitRows = this.options.allLogits ? T : 1;
@@ -286,11 +292,15 @@ export class GpuForward {
     add(await this.bind(ops.bindEmbed({ maxTokens: T, type: tensors.tokenEmbd.type, cols: d, tiles: embedTiles, ids: this.ids, out: h, scale: Math.sqrt(d), label: 'embed' })));
     let ple: GPUBuffer | null = null;
     let g: GPUBuffer | null = null;
+    let a3: GPUBuffer | null = null;
+    let hs: GPUBuffer | null = null;
     if (P > 0) {
       const pleProj = this.buffer('pleProj', T * L * P);
       this.pleRows = this.buffer('pleRows', T * L * P);
       ple = this.buffer('ple', T * L * P);
       g = this.buffer('g', T * P);
+      a3 = this.buffer('a3', T * d);
+      hs = this.buffer('hs', T * d);
       steps.push(await this.linearLayer(weights, tensors.pleModelProj!, h, pleProj, 'per_layer_model_proj'));
       add(await this.bind(ops.bindPleCombine({
         maxTokens: T, proj: pleProj, projScale: 1 / Math.sqrt(d), tokenRows: this.pleRows,
@@ -320,6 +330,21 @@ export class GpuForward {
     add(await this.bind(ops.bindRmsNorm({ maxTokens: T, size: d, x: h, weight: weights.single(tensors.layers[0]!.attnNorm), out: x, eps, label: 'layer0.attn_norm' })));
     const profile = this.options.kernelProfile ?? (isSoftwareDevice(this.device) ? 'software' : 'gpu');
     const multi = profile === 'gpu';
+    // Decode folds two of a layer's three residual norms into the matvecs that read them (the
+    // 'gpu' profile, Q4_K gate/up/inp_gate, a device that allows it): gate+up forms RMS(h + RMS(a)·w)·w'
+    // itself, and inp_gate forms hs = h + RMS(a)·w + RMS(a2)·w'' and writes it for the layer's last
+    // norm. Their norm weights sit side by side in one table ([layer][post_attn, ffn, post_ffw][d]).
+    const fusable = multi && ple !== null && supportsResidualInput(this.device, d)
+      && c.layers.every((l) => [tensors.layers[l.index]!.gate, tensors.layers[l.index]!.up, tensors.layers[l.index]!.pleGate!].every((t) => t.type === GGMLType.Q4_K));
+    const normTable = fusable ? this.buffer('residualNorms', L * 3 * d) : null;
+    if (normTable) {
+      const encoder = this.device.createCommandEncoder({ label: 'residual norm table' });
+      for (const layer of c.layers) {
+        const w = tensors.layers[layer.index]!;
+        [w.postAttnNorm, w.ffnNorm, w.postFfnNorm].forEach((info, j) => encoder.copyBufferToBuffer(weights.single(info), 0, normTable, (layer.index * 3 + j) * d * f32, d * f32));
+      }
+      this.device.queue.submit([encoder.finish()]);
+    }
     for (const layer of c.layers) {
       const w = tensors.layers[layer.index]!;
       const hd = layer.headDim;
@@ -360,11 +385,20 @@ export class GpuForward {
         position: this.position.buffer, decodeKernel: profile === 'gpu' ? 'head-groups' : 'tiled', label: `${tag}.attention`,
       })));
       steps.push(await this.linearLayer(weights, w.attnOutput, o, a, `${tag}.attn_output`));
+      // Whether this call takes the folded norms (see `fusable`): one token, no LoRA terms on gate or up.
+      const folded = (tokens: number) => normTable !== null && tokens === 1 && !this.loraStep(w.gate.name) && !this.loraStep(w.up.name);
+      const normAt = (j: number) => (layer.index * 3 + j) * d;
       // h = h + RMS(a)·w, and the MLP's input norm of the new h, in one dispatch.
-      add(await this.bind(ops.bindRmsNorm({
+      const postAttn = await this.bind(ops.bindRmsNorm({
         maxTokens: T, size: d, x: a, weight: norm(w.postAttnNorm), residual: h, out: h, eps, label: `${tag}.post_attention_norm+ffn_norm`,
         next: { weight: norm(w.ffnNorm), out: x },
-      })));
+      }));
+      steps.push({
+        label: postAttn.label,
+        encode: (pass, tokens) => {
+          if (!folded(tokens)) postAttn.encode(pass, tokens);
+        },
+      });
       // MLP block: a token without LoRA terms on gate or up computes gate, up and their GELU
       // product in one dispatch; with terms on gate only, gate then up with the GELU of the gate in
       // its epilogue; a block (or terms on up) runs gate, up, then gelu_mul into up. The down
@@ -374,6 +408,11 @@ export class GpuForward {
         cols: d, x, gelu: { y: up }, label: `${tag}.ffn_gate+up+gelu`,
         parts: [w.gate, w.up].map((info) => ({ weight: weights.single(info), type: info.type, rows: info.dims[1]! })),
       })) : null;
+      const gateUpFolded = normTable ? await this.bind(this.linear.bindMatVecMulti({
+        cols: d, x: h, gelu: { y: up }, label: `${tag}.ffn_norm+gate+up+gelu`,
+        parts: [w.gate, w.up].map((info) => ({ weight: weights.single(info), type: info.type, rows: info.dims[1]! })),
+        residual: { terms: [{ a, norm: normAt(0) }], norm: normAt(1), norms: normTable, eps },
+      })) : null;
       // With LoRA terms on up, they join W_up·x before the GELU product, so a token takes the block path.
       const upOne = await matvec(w.up, x, up, `${tag}.ffn_up+gelu`, { kind: 'gelu-aux-times', aux: gate });
       const upMany = await matmul(w.up, x, up, `${tag}.ffn_up`);
@@ -382,6 +421,7 @@ export class GpuForward {
       steps.push({
         label: `${tag}.ffn_gate+up+gelu`,
         encode: (pass, tokens) => {
+          if (gateUpFolded && folded(tokens)) return gateUpFolded.encode(pass, 1);
           const upLora = this.loraStep(w.up.name);
           if (gateUpOne && tokens === 1 && !upLora && !this.loraStep(w.gate.name)) return gateUpOne.encode(pass, 1);
           gateStep.encode(pass, tokens);
@@ -391,24 +431,40 @@ export class GpuForward {
           geluMany.encode(pass, tokens);
         },
       });
-      steps.push(await this.linearLayer(weights, w.down, up, a, `${tag}.ffn_down`));
+      steps.push(await this.linearLayer(weights, w.down, up, a2, `${tag}.ffn_down`));
       const scale = layerScales[layer.index]!;
-      if (ple && g) {
-        add(await this.bind(ops.bindRmsNorm({ maxTokens: T, size: d, x: a, weight: norm(w.postFfnNorm), residual: h, out: h, eps, label: `${tag}.post_ffw_norm` })));
+      if (ple && g && a3 && hs) {
+        // hs = h + RMS(a2)·w (h already holds the attention term here).
+        const postFfw = await this.bind(ops.bindRmsNorm({ maxTokens: T, size: d, x: a2, weight: norm(w.postFfnNorm), residual: h, out: hs, eps, label: `${tag}.post_ffw_norm` }));
+        steps.push({
+          label: postFfw.label,
+          encode: (pass, tokens) => {
+            if (!folded(tokens)) postFfw.encode(pass, tokens);
+          },
+        });
         // Per-layer-embedding block: the gate's GELU times this layer's per-layer input in the matvec epilogue.
-        const gateOne = await matvec(w.pleGate!, h, g, `${tag}.inp_gate+gelu`, { kind: 'gelu-times-aux', aux: ple, auxOffset: layer.index * P });
-        const gateMany = await matmul(w.pleGate!, h, g, `${tag}.inp_gate`);
+        const gateOne = await matvec(w.pleGate!, hs, g, `${tag}.inp_gate+gelu`, { kind: 'gelu-times-aux', aux: ple, auxOffset: layer.index * P });
+        const gateMany = await matmul(w.pleGate!, hs, g, `${tag}.inp_gate`);
         const pleGateMany = await this.bind(ops.bindGeluMul({ maxTokens: T, width: P, gate: g, up: ple, upOffset: layer.index * P, upStride: L * P, out: g, label: `${tag}.ple_gate` }));
-        steps.push(one(gateOne, [gateMany, pleGateMany], `${tag}.inp_gate+gelu`));
-        steps.push(await this.linearLayer(weights, w.pleProj!, g, a, `${tag}.proj`));
-        // h = (h + RMS(a)·w)·layer scale, and the next layer's input norm.
+        const gateStep = one(gateOne, [gateMany, pleGateMany], `${tag}.inp_gate+gelu`);
+        const gateFolded = normTable ? await this.bind(this.linear.bindMatVec({
+          weight: weights.single(w.pleGate!), type: w.pleGate!.type, rows: w.pleGate!.dims[1]!, cols: d, x: h, y: g, label: `${tag}.post_ffw_norm+inp_gate+gelu`,
+          epilogue: 'gelu-times-aux', aux: ple, auxOffset: layer.index * P,
+          residual: { terms: [{ a, norm: normAt(0) }, { a: a2, norm: normAt(2) }], norms: normTable, eps, out: { buffer: hs } },
+        })) : null;
+        steps.push({
+          label: gateStep.label,
+          encode: (pass, tokens) => (gateFolded && folded(tokens) ? gateFolded.encode(pass, 1) : gateStep.encode(pass, tokens)),
+        });
+        steps.push(await this.linearLayer(weights, w.pleProj!, g, a3, `${tag}.proj`));
+        // h = (hs + RMS(a3)·w)·layer scale, and the next layer's input norm.
         add(await this.bind(ops.bindRmsNorm({
-          maxTokens: T, size: d, x: a, weight: norm(w.plePostNorm!), residual: h, out: h, outScale: scale, eps, next: nextNorm,
+          maxTokens: T, size: d, x: a3, weight: norm(w.plePostNorm!), residual: hs, out: h, outScale: scale, eps, next: nextNorm,
           label: `${tag}.post_norm+scale${nextNorm ? '+attn_norm' : ''}`,
         })));
       } else {
         add(await this.bind(ops.bindRmsNorm({
-          maxTokens: T, size: d, x: a, weight: norm(w.postFfnNorm), residual: h, out: h, outScale: scale, eps, next: nextNorm,
+          maxTokens: T, size: d, x: a2, weight: norm(w.postFfnNorm), residual: h, out: h, outScale: scale, eps, next: nextNorm,
           label: `${tag}.post_ffw_norm+scale${nextNorm ? '+attn_norm' : ''}`,
         })));
       }
