@@ -22,7 +22,10 @@
 // one dispatch instead of two (or three with the layer scale).
 //
 // Work split: one workgroup per slice (x-fastest over a 2-D grid); its threads stride the slice,
-// then a shared-memory tree sums the squares.
+// then a shared-memory tree sums the squares. A slice of at most HELD values a thread (decode's
+// whole-vector norms on a GPU) is loaded once into registers, all loads issued up front: a loop
+// that loads, waits and loads again costs a memory latency per step, several per dispatch. Both
+// paths add in the same order, so they give the same bits.
 
 override HAS_WEIGHT: bool = true;
 override HAS_RESIDUAL: bool = false;
@@ -66,6 +69,8 @@ struct Count {
 
 var<workgroup> partial: array<f32, WG_SIZE>;
 
+const HELD: u32 = 8u;
+
 fn load_x(i: u32) -> f32 {
   if (X_IS_OUT) {
     return out[i];
@@ -78,6 +83,21 @@ fn load_residual(i: u32) -> f32 {
     return out[i];
   }
   return residual[i];
+}
+
+// The workgroup's sum of every thread's v (uniform control flow). The barrier first: the previous
+// sum's result (partial[0]) must have been read by every thread before partial is overwritten.
+fn block_sum(v: f32, li: u32) -> f32 {
+  workgroupBarrier();
+  partial[li] = v;
+  workgroupBarrier();
+  for (var stride = WG_SIZE / 2u; stride > 0u; stride >>= 1u) {
+    if (li < stride) {
+      partial[li] += partial[li + stride];
+    }
+    workgroupBarrier();
+  }
+  return partial[0];
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -95,22 +115,71 @@ fn main(
   let xb = params.x_offset + t * params.x_stride + within;
   let rb = params.residual_offset + t * params.residual_stride + within;
   let ob = params.out_offset + t * params.out_stride + within;
+  let o2b = params.out2_offset + t * params.out2_stride + within;
+  let n = f32(params.size);
+
+  if (params.size <= HELD * WG_SIZE) {
+    var xs: array<f32, HELD>;
+    var ws: array<f32, HELD>;
+    var rs: array<f32, HELD>;
+    var w2s: array<f32, HELD>;
+    for (var k = 0u; k < HELD; k++) {
+      let i = lid.x + k * WG_SIZE;
+      if (i < params.size) {
+        xs[k] = load_x(xb + i) * params.x_scale;
+        if (HAS_WEIGHT) {
+          ws[k] = w[params.w_offset + i];
+        }
+        if (HAS_RESIDUAL) {
+          rs[k] = load_residual(rb + i) * params.residual_scale;
+        }
+        if (HAS_NEXT) {
+          w2s[k] = w2[params.w2_offset + i];
+        }
+      }
+    }
+    var acc = 0.0;
+    for (var k = 0u; k < HELD; k++) {
+      if (lid.x + k * WG_SIZE < params.size) {
+        acc += xs[k] * xs[k];
+      }
+    }
+    let inv = inverseSqrt(block_sum(acc, lid.x) / n + params.eps);
+    var acc2 = 0.0;
+    for (var k = 0u; k < HELD; k++) {
+      let i = lid.x + k * WG_SIZE;
+      if (i < params.size) {
+        var v = xs[k] * inv;
+        if (HAS_WEIGHT) {
+          v *= ws[k];
+        }
+        if (HAS_RESIDUAL) {
+          v += rs[k];
+        }
+        let r = v * params.out_scale;
+        out[ob + i] = r;
+        xs[k] = r;
+        acc2 += r * r;
+      }
+    }
+    if (HAS_NEXT) {
+      let inv2 = inverseSqrt(block_sum(acc2, lid.x) / n + params.eps);
+      for (var k = 0u; k < HELD; k++) {
+        let i = lid.x + k * WG_SIZE;
+        if (i < params.size) {
+          out2[o2b + i] = xs[k] * inv2 * w2s[k];
+        }
+      }
+    }
+    return;
+  }
 
   var acc = 0.0;
   for (var i = lid.x; i < params.size; i += WG_SIZE) {
     let v = load_x(xb + i) * params.x_scale;
     acc += v * v;
   }
-  partial[lid.x] = acc;
-  workgroupBarrier();
-  for (var stride = WG_SIZE / 2u; stride > 0u; stride >>= 1u) {
-    if (lid.x < stride) {
-      partial[lid.x] += partial[lid.x + stride];
-    }
-    workgroupBarrier();
-  }
-  let inv = inverseSqrt(partial[0] / f32(params.size) + params.eps);
-
+  let inv = inverseSqrt(block_sum(acc, lid.x) / n + params.eps);
   var acc2 = 0.0;
   for (var i = lid.x; i < params.size; i += WG_SIZE) {
     var v = load_x(xb + i) * params.x_scale * inv;
@@ -127,18 +196,8 @@ fn main(
   if (!HAS_NEXT) {
     return;
   }
-  // Every thread wrote the values it reads back below, so only the sum needs the barriers.
-  workgroupBarrier();
-  partial[lid.x] = acc2;
-  workgroupBarrier();
-  for (var stride = WG_SIZE / 2u; stride > 0u; stride >>= 1u) {
-    if (lid.x < stride) {
-      partial[lid.x] += partial[lid.x + stride];
-    }
-    workgroupBarrier();
-  }
-  let inv2 = inverseSqrt(partial[0] / f32(params.size) + params.eps);
-  let o2b = params.out2_offset + t * params.out2_stride + within;
+  // Every thread reads back the values it wrote itself.
+  let inv2 = inverseSqrt(block_sum(acc2, lid.x) / n + params.eps);
   for (var i = lid.x; i < params.size; i += WG_SIZE) {
     out2[o2b + i] = out[ob + i] * inv2 * w2[params.w2_offset + i];
   }
