@@ -13,9 +13,23 @@ fn w_decode8(block: u32, g: u32) -> W8 {
   let l0 = (g & 3u) * 8u;              // first value within the quarter
   let ql = block + 64u * n + 32u * (s & 1u) + l0;
   let qh = block + 128u + 32u * n + l0;
+  // Blocks start on a 4-byte boundary or 2 bytes past one (210 = 2·105), and ql, qh with them:
+  // whole words, or each 4 bytes from two neighbouring words at a fixed 16-bit shift. A matvec's
+  // lanes share a block, so the branch is uniform there.
+  var lo: vec2<u32>;
+  var hi: vec2<u32>;
+  if ((block & 2u) == 0u) {
+    lo = vec2<u32>(w_word(ql), w_word(ql + 4u));
+    hi = vec2<u32>(w_word(qh), w_word(qh + 4u));
+  } else {
+    let a = vec3<u32>(w_word(ql - 2u), w_word(ql + 2u), w_word(ql + 6u));
+    let b = vec3<u32>(w_word(qh - 2u), w_word(qh + 2u), w_word(qh + 6u));
+    lo = (a.xy >> vec2<u32>(16u)) | (a.yz << vec2<u32>(16u));
+    hi = (b.xy >> vec2<u32>(16u)) | (b.yz << vec2<u32>(16u));
+  }
   let shift = (s >> 1u) * 4u;
-  let a = w_fields4(w_u32(ql), shift, 0xfu) | (w_fields4(w_u32(qh), 2u * s, 3u) << vec4<u32>(4u));
-  let b = w_fields4(w_u32(ql + 4u), shift, 0xfu) | (w_fields4(w_u32(qh + 4u), 2u * s, 3u) << vec4<u32>(4u));
+  let qa = w_fields4(lo.x, shift, 0xfu) | (w_fields4(hi.x, 2u * s, 3u) << vec4<u32>(4u));
+  let qb = w_fields4(lo.y, shift, 0xfu) | (w_fields4(hi.y, 2u * s, 3u) << vec4<u32>(4u));
   let sc = f32((i32(w_byte(block + 192u + 8u * n + 2u * s + (l0 >> 4u))) << 24u) >> 24u);
-  return W8(vec4<f32>(a) - 32.0, vec4<f32>(b) - 32.0, w_f16(block + 208u) * sc, 0.0);
+  return W8(vec4<f32>(qa) - 32.0, vec4<f32>(qb) - 32.0, w_f16(block + 208u) * sc, 0.0);
 }
