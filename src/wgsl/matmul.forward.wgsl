@@ -22,6 +22,8 @@
 // into shared memory (one 8-value group each) and load the x tile, then every thread updates its
 // ROWS_PER_THREAD x TOKENS_PER_THREAD accumulators (rows lid.x + WG_ROWS * i, tokens lid.y +
 // WG_TOKENS * j) from shared memory. So each weight block is decoded once per tile of tokens.
+// The next chunk's weights and activations are fetched into registers before the products of
+// the current one, so their memory latency hides behind that arithmetic.
 // Rows of the shared tiles are padded by one vec4 so that threads reading different rows hit
 // different banks. Accumulation is f32.
 
@@ -36,6 +38,10 @@ const K_CHUNK: u32 = 16u;            // columns per step (both tiles fit 16 KiB 
 const K_VEC4: u32 = K_CHUNK / 4u;
 const TILE_STRIDE: u32 = K_VEC4 + 1u; // vec4s per shared-tile row (one of padding)
 const GROUPS_PER_BLOCK: u32 = W_BLOCK_VALUES / 8u;
+const W_TASKS: u32 = TILE_ROWS * (K_CHUNK / 8u);       // 8-value weight groups per chunk
+const X_TASKS: u32 = TILE_TOKENS * K_VEC4;             // activation vec4s per chunk
+const W_PER_THREAD: u32 = (W_TASKS + WG_SIZE - 1u) / WG_SIZE;
+const X_PER_THREAD: u32 = (X_TASKS + WG_SIZE - 1u) / WG_SIZE;
 
 const_assert TILE_ROWS == WG_ROWS * ROWS_PER_THREAD;
 const_assert TILE_TOKENS == WG_TOKENS * TOKENS_PER_THREAD;
@@ -64,6 +70,37 @@ struct Tokens {
 var<workgroup> w_tile: array<vec4<f32>, TILE_ROWS * TILE_STRIDE>;
 var<workgroup> x_tile: array<vec4<f32>, TILE_TOKENS * TILE_STRIDE>;
 
+// Fetches this thread's share of chunk k0: weight groups decoded to values (rows past the
+// matrix give 0) and x vec4s (tokens past the count give 0).
+fn fetch(
+  k0: u32, li: u32, row0: u32, tok0: u32, count: u32, row_bytes: u32, x_base: u32, x_stride: u32,
+  wv: ptr<function, array<vec4<f32>, 2u * W_PER_THREAD>>, xv: ptr<function, array<vec4<f32>, X_PER_THREAD>>,
+) {
+  for (var s = 0u; s < W_PER_THREAD; s++) {
+    let task = li + s * WG_SIZE;
+    let row = row0 + task / (K_CHUNK / 8u);
+    var v0 = vec4<f32>(0.0);
+    var v1 = vec4<f32>(0.0);
+    if (task < W_TASKS && row < params.rows) {
+      let k = k0 / 8u + task % (K_CHUNK / 8u);
+      let w = w_decode8((params.first_row + row) * row_bytes + (k / GROUPS_PER_BLOCK) * W_BLOCK_BYTES, k % GROUPS_PER_BLOCK);
+      v0 = w.scale * w.q0 + w.bias;
+      v1 = w.scale * w.q1 + w.bias;
+    }
+    (*wv)[2u * s] = v0;
+    (*wv)[2u * s + 1u] = v1;
+  }
+  for (var s = 0u; s < X_PER_THREAD; s++) {
+    let task = li + s * WG_SIZE;
+    let tok = tok0 + task / K_VEC4;
+    var v = vec4<f32>(0.0);
+    if (task < X_TASKS && tok < count) {
+      v = x[x_base + tok * x_stride + k0 / 4u + task % K_VEC4];
+    }
+    (*xv)[s] = v;
+  }
+}
+
 @compute @workgroup_size(WG_ROWS, WG_TOKENS)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -79,43 +116,38 @@ fn main(
 
   var acc: array<vec4<f32>, TOKENS_PER_THREAD>;   // acc[j][i]: token lid.y + WG_TOKENS*j, row lid.x + WG_ROWS*i
 
+  // This thread's share of a chunk, fetched a chunk ahead: decoded weight groups and x vec4s.
+  var wv: array<vec4<f32>, 2u * W_PER_THREAD>;
+  var xv: array<vec4<f32>, X_PER_THREAD>;
+  fetch(0u, li, row0, tok0, count, row_bytes, x_base, x_stride, &wv, &xv);
   for (var k0 = 0u; k0 < params.cols; k0 += K_CHUNK) {
-    // Decode the weight tile: TILE_ROWS rows x K_CHUNK/8 groups.
-    for (var task = li; task < TILE_ROWS * (K_CHUNK / 8u); task += WG_SIZE) {
-      let r = task / (K_CHUNK / 8u);
-      let gg = task % (K_CHUNK / 8u);
-      let row = row0 + r;
-      var v0 = vec4<f32>(0.0);
-      var v1 = vec4<f32>(0.0);
-      if (row < params.rows) {
-        let k = k0 / 8u + gg;
-        let w = w_decode8((params.first_row + row) * row_bytes + (k / GROUPS_PER_BLOCK) * W_BLOCK_BYTES, k % GROUPS_PER_BLOCK);
-        v0 = w.scale * w.q0 + w.bias;
-        v1 = w.scale * w.q1 + w.bias;
+    for (var s = 0u; s < W_PER_THREAD; s++) {
+      let task = li + s * WG_SIZE;
+      if (task < W_TASKS) {
+        let r = task / (K_CHUNK / 8u);
+        let gg = task % (K_CHUNK / 8u);
+        w_tile[r * TILE_STRIDE + 2u * gg] = wv[2u * s];
+        w_tile[r * TILE_STRIDE + 2u * gg + 1u] = wv[2u * s + 1u];
       }
-      w_tile[r * TILE_STRIDE + 2u * gg] = v0;
-      w_tile[r * TILE_STRIDE + 2u * gg + 1u] = v1;
     }
-    // Load the activation tile: TILE_TOKENS tokens x K_VEC4 vec4s.
-    for (var task = li; task < TILE_TOKENS * K_VEC4; task += WG_SIZE) {
-      let t = task / K_VEC4;
-      let kv = task % K_VEC4;
-      let tok = tok0 + t;
-      var v = vec4<f32>(0.0);
-      if (tok < count) {
-        v = x[x_base + tok * x_stride + k0 / 4u + kv];
+    for (var s = 0u; s < X_PER_THREAD; s++) {
+      let task = li + s * WG_SIZE;
+      if (task < X_TASKS) {
+        x_tile[(task / K_VEC4) * TILE_STRIDE + task % K_VEC4] = xv[s];
       }
-      x_tile[t * TILE_STRIDE + kv] = v;
     }
     workgroupBarrier();
+    if (k0 + K_CHUNK < params.cols) {
+      fetch(k0 + K_CHUNK, li, row0, tok0, count, row_bytes, x_base, x_stride, &wv, &xv);
+    }
     for (var kv = 0u; kv < K_VEC4; kv++) {
       var w: array<vec4<f32>, ROWS_PER_THREAD>;
       for (var i = 0u; i < ROWS_PER_THREAD; i++) {
         w[i] = w_tile[(lid.x + WG_ROWS * i) * TILE_STRIDE + kv];
       }
       for (var j = 0u; j < TOKENS_PER_THREAD; j++) {
-        let xv = x_tile[(lid.y + WG_TOKENS * j) * TILE_STRIDE + kv];
-        acc[j] += vec4<f32>(dot(w[0], xv), dot(w[1], xv), dot(w[2], xv), dot(w[3], xv));
+        let xk = x_tile[(lid.y + WG_TOKENS * j) * TILE_STRIDE + kv];
+        acc[j] += vec4<f32>(dot(w[0], xk), dot(w[1], xk), dot(w[2], xk), dot(w[3], xk));
       }
     }
     workgroupBarrier();
