@@ -12,10 +12,9 @@
 //   tokens  the token count T of this call, bound with a dynamic offset into a table of counts, so
 //           one bind group serves every T up to the one it was built for
 //
-// Tiles: the constants below are the wide tile (64 rows x 64 tokens, 128 threads of 4 x 8
-// outputs, K steps of 16 columns); linear.ts also builds a narrow one (64 x 32, 256 threads of
-// 4 x 2, K steps of 32) by replacing WG_TOKENS, TOKENS_PER_THREAD, TILE_TOKENS and K_CHUNK, for
-// matrices of few rows (twice the workgroups).
+// Tile: 64 rows x 32 tokens, 256 threads of 4 x 2 outputs, K steps of 32 columns: the narrow
+// tile, for matrices of few rows, which need many workgroups to fill a GPU. Matrices of many rows
+// take matmul_wide.forward.wgsl (128 x 64, 8 x 8 outputs a thread; see linear.ts, MatMulTile).
 //
 // Work split: a workgroup computes a TILE_ROWS x TILE_TOKENS tile of y (workgroup_id.x over row
 // tiles, .y over token tiles). For each K_CHUNK columns, its threads decode the weight tile once
@@ -28,13 +27,13 @@
 // different banks. Accumulation is f32.
 
 const WG_ROWS: u32 = 16u;            // threads along rows
-const WG_TOKENS: u32 = 8u;           // threads along tokens
+const WG_TOKENS: u32 = 16u;          // threads along tokens
 const WG_SIZE: u32 = WG_ROWS * WG_TOKENS;
 const ROWS_PER_THREAD: u32 = 4u;
-const TOKENS_PER_THREAD: u32 = 8u;   // 32 accumulators a thread: 12 shared loads per 128 FMAs
+const TOKENS_PER_THREAD: u32 = 2u;   // 8 accumulators a thread: 6 shared loads per 32 FMAs
 const TILE_ROWS: u32 = 64u;          // rows of y per workgroup
-const TILE_TOKENS: u32 = 64u;        // tokens of y per workgroup
-const K_CHUNK: u32 = 16u;            // columns per step (both tiles fit 16 KiB of shared memory)
+const TILE_TOKENS: u32 = 32u;        // tokens of y per workgroup
+const K_CHUNK: u32 = 32u;            // columns per step (both tiles fit 16 KiB of shared memory)
 const K_VEC4: u32 = K_CHUNK / 4u;
 const TILE_STRIDE: u32 = K_VEC4 + 1u; // vec4s per shared-tile row (one of padding)
 const GROUPS_PER_BLOCK: u32 = W_BLOCK_VALUES / 8u;

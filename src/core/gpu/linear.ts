@@ -11,7 +11,7 @@
  * into a table of counts shared by all bindings ({@link CountTable}), so encoding the same binding
  * several times in one command buffer with different counts is fine.
  *
- * Shaders: src/wgsl/{matvec,matvec_rows,matmul}.forward.wgsl + src/wgsl/weights/common.wgsl + one
+ * Shaders: src/wgsl/{matvec,matvec_rows,matmul,matmul_wide}.forward.wgsl + src/wgsl/weights/common.wgsl + one
  * src/wgsl/weights/<dtype>.wgsl, concatenated per (op, dtype) and compiled once (PipelineCache);
  * the matvecs take their lane sum from matvec_reduce.forward.wgsl, or matvec_reduce_sg.forward.wgsl
  * where the device has subgroups. {@link LinearKernels.bindMatVecMulti} puts several weights over
@@ -21,6 +21,7 @@
  * folds a decode step's norm dispatches into the matvec that reads them.
  */
 import matmulSource from '../../wgsl/matmul.forward.wgsl';
+import matmulWideSource from '../../wgsl/matmul_wide.forward.wgsl';
 import matvecSource from '../../wgsl/matvec.forward.wgsl';
 import matvecRowsSource from '../../wgsl/matvec_rows.forward.wgsl';
 import matvecMultiSource from '../../wgsl/matvec_multi.forward.wgsl';
@@ -131,32 +132,22 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(subgroup_invocation_i
 /** What a matvec does with each output: nothing, or a GELU product with a second vector (`aux`). */
 export type MatVecEpilogue = 'none' | 'gelu-aux-times' | 'gelu-times-aux';
 const EPILOGUES: Record<MatVecEpilogue, number> = { none: 0, 'gelu-aux-times': 1, 'gelu-times-aux': 2 };
-/** Rows × tokens of y per matmul workgroup (the wide tile; see {@link MatMulTile}). */
-export const MATMUL_TILE_ROWS = wgslConst(matmulSource, 'TILE_ROWS');
-export const MATMUL_TILE_TOKENS = wgslConst(matmulSource, 'TILE_TOKENS');
+/** Rows × tokens of y per matmul workgroup of the wide tile (see {@link MatMulTile}). */
+export const MATMUL_TILE_ROWS = wgslConst(matmulWideSource, 'TILE_ROWS');
+export const MATMUL_TILE_TOKENS = wgslConst(matmulWideSource, 'TILE_TOKENS');
+/** Rows × tokens of the narrow tile (matmul.forward.wgsl). */
+const MATMUL_NARROW_ROWS = wgslConst(matmulSource, 'TILE_ROWS');
+const MATMUL_NARROW_TOKENS = wgslConst(matmulSource, 'TILE_TOKENS');
 
 /**
- * The matmul's token tile: 'wide' (matmul.forward.wgsl as written: 64 tokens, 8 per thread, 128
- * threads, K steps of 16) does twice the arithmetic per shared-memory load; 'narrow' (32 tokens,
- * 2 per thread, 256 threads, K steps of 32) makes twice the workgroups, which matrices of few rows
- * need to fill the GPU. Default: wide from {@link MATMUL_WIDE_ROWS} rows on.
+ * The matmul's tile: 'wide' (matmul_wide.forward.wgsl: 128 rows × 64 tokens, 8 × 8 a thread, 128
+ * threads) does the most arithmetic per shared-memory load; 'narrow' (matmul.forward.wgsl: 64 rows
+ * × 32 tokens, 4 × 2 a thread, 256 threads, K steps of 32) makes 4 times the workgroups, which
+ * matrices of few rows need to fill the GPU. Default: wide from {@link MATMUL_WIDE_ROWS} rows on.
  */
 export type MatMulTile = 'wide' | 'narrow';
 /** Matmuls of at least this many rows use the wide tile by default. */
 export const MATMUL_WIDE_ROWS = 4096;
-const MATMUL_NARROW = { WG_TOKENS: 16, TOKENS_PER_THREAD: 2, TILE_TOKENS: 32, K_CHUNK: 32 };
-
-/** matmul.forward.wgsl with the narrow tile's constants. */
-function narrowMatmulSource(): string {
-  let src = matmulSource;
-  for (const [name, value] of Object.entries(MATMUL_NARROW)) {
-    const re = new RegExp(`(\\bconst\\s+${name}\\s*:\\s*u32\\s*=\\s*)\\d+u`);
-    if (!re.test(src)) throw new Error(`matmul.forward.wgsl: constant ${name} not found`);
-    src = src.replace(re, `$1${value}u`);
-  }
-  return src;
-}
-
 /** Row length (values) must be a multiple of this for every dtype: the kernels step in 32-value chunks. */
 const COL_MULTIPLE = 32;
 
@@ -392,7 +383,6 @@ export class LinearKernels {
   private readonly q4kLayouts = new Map<number, { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout }>();
   /** Whether the matvecs use subgroup sums (settled on first use). */
   private subgroupsReady: Promise<boolean> | null = null;
-  private narrowSource: string | undefined;
   private readonly wantSubgroups: boolean;
   /** A software device: every matvec row takes one thread (see {@link MATVEC_SHORT_MIN_ROWS}). */
   private readonly software: boolean;
@@ -437,8 +427,8 @@ export class LinearKernels {
     const body: ShaderPart =
       op === 'matvec' ? { name: 'matvec.forward.wgsl', source: matvecSource }
       : op === 'matvec_rows' ? { name: 'matvec_rows.forward.wgsl', source: matvecRowsSource }
-      : op === 'matmul_narrow' ? { name: 'matmul.forward.wgsl (narrow tile)', source: (this.narrowSource ??= narrowMatmulSource()) }
-      : { name: 'matmul.forward.wgsl', source: matmulSource };
+      : op === 'matmul_narrow' ? { name: 'matmul.forward.wgsl', source: matmulSource }
+      : { name: 'matmul_wide.forward.wgsl', source: matmulWideSource };
     const sg = op === 'matvec' && (await this.useSubgroups());
     const isMatmul = op === 'matmul' || op === 'matmul_narrow';
     return this.pipelines.get({
@@ -705,8 +695,8 @@ export class LinearKernels {
     const g = this.check(b, maxTokens, xStride, yStride, label);
     const tile = b.tile ?? (b.rows >= MATMUL_WIDE_ROWS ? 'wide' : 'narrow');
     if (tile !== 'wide' && tile !== 'narrow') throw new RullamaError('bad-argument', `${label}: tile must be 'wide' or 'narrow', not ${String(tile)}`);
-    const tileTokens = tile === 'wide' ? MATMUL_TILE_TOKENS : MATMUL_NARROW.TILE_TOKENS;
-    const rowTiles = Math.ceil(b.rows / MATMUL_TILE_ROWS);
+    const tileTokens = tile === 'wide' ? MATMUL_TILE_TOKENS : MATMUL_NARROW_TOKENS;
+    const rowTiles = Math.ceil(b.rows / (tile === 'wide' ? MATMUL_TILE_ROWS : MATMUL_NARROW_ROWS));
     const maxGroups = this.device.limits.maxComputeWorkgroupsPerDimension;
     if (rowTiles > maxGroups || Math.ceil(maxTokens / tileTokens) > maxGroups) {
       throw new RullamaError('bad-argument', `${label}: ${b.rows} rows × ${maxTokens} tokens need more workgroups than one dispatch allows; split the rows`);
