@@ -130,16 +130,27 @@ for (let i = 0; i < Math.max(promptTokens, longTokens); i++) {
 }
 log(`loaded in ${loadMs.toFixed(0)} ms; weights ${(weights.bytes / 2 ** 30).toFixed(2)} GiB, session ${(forward.bytes / 2 ** 30).toFixed(2)} GiB`);
 
+/** Where the last prefill's time went (ms): PLE rows (file read + BF16 dequant), recording + submitting, waiting for the result. */
+const prefillSplit = { ple: 0, run: 0, wait: 0 };
+
 /** Runs `tokens` from position `start` in prefill blocks and samples greedily after the last; returns the token. */
 async function prefill(tokens: readonly number[], start: number): Promise<number> {
   let ticket = 0;
+  Object.assign(prefillSplit, { ple: 0, run: 0, wait: 0 });
   for (let i = 0; i < tokens.length; i += chunk) {
     const block = tokens.slice(i, i + chunk);
+    const t0 = now();
     const rows = ple ? ((await ple.rows(block)) as Float32Array<ArrayBuffer>) : null;
+    const t1 = now();
     const last = i + chunk >= tokens.length;
     await forward.run(Uint32Array.from(block), start + i, rows, { after: last ? (e) => (ticket = sampler.encode(e, { temperature: 0 }, [], 0)) : undefined });
+    prefillSplit.ple += t1 - t0;
+    prefillSplit.run += now() - t1;
   }
-  return (await sampler.read(ticket)).id;
+  const t2 = now();
+  const id = (await sampler.read(ticket)).id;
+  prefillSplit.wait = now() - t2;
+  return id;
 }
 
 interface DecodeRun {
@@ -231,8 +242,9 @@ async function prefillProfile(n: number): Promise<{ total_ms: number; by_kind: {
   return { total_ms: r3(steps.reduce((a, st) => a + st.ms, 0)), by_kind: byKind };
 }
 
-async function prefillBench(n: number): Promise<{ tok_s: ReturnType<typeof stats>; ttft_ms: ReturnType<typeof stats>; cold_ms: number; first: number }> {
+async function prefillBench(n: number): Promise<{ tok_s: ReturnType<typeof stats>; ttft_ms: ReturnType<typeof stats>; cold_ms: number; first: number; ms_split: Record<string, ReturnType<typeof stats>> }> {
   const ms: number[] = [];
+  const split = { ple: [] as number[], run: [] as number[], wait: [] as number[] };
   let cold = 0;
   let first = 0;
   for (let r = 0; r < 1 + runs; r++) {
@@ -240,10 +252,18 @@ async function prefillBench(n: number): Promise<{ tok_s: ReturnType<typeof stats
     first = await prefill(prompt.slice(0, n), 0);
     const b = now() - a;
     if (r === 0) cold = b;
-    else ms.push(b);
-    log(`prefill ${n}: run ${r}${r === 0 ? ' (warm-up)' : ''}: ${b.toFixed(1)} ms`);
+    else {
+      ms.push(b);
+      split.ple.push(prefillSplit.ple);
+      split.run.push(prefillSplit.run);
+      split.wait.push(prefillSplit.wait);
+    }
+    log(`prefill ${n}: run ${r}${r === 0 ? ' (warm-up)' : ''}: ${b.toFixed(1)} ms (ple ${prefillSplit.ple.toFixed(1)} record+submit ${prefillSplit.run.toFixed(1)} wait ${prefillSplit.wait.toFixed(1)})`);
   }
-  return { tok_s: stats(ms.map((x) => (n * 1000) / x)), ttft_ms: stats(ms), cold_ms: r1(cold), first };
+  return {
+    tok_s: stats(ms.map((x) => (n * 1000) / x)), ttft_ms: stats(ms), cold_ms: r1(cold), first,
+    ms_split: { ple_rows: stats(split.ple), record_submit: stats(split.run), wait_result: stats(split.wait) },
+  };
 }
 
 async function decodeBench(n: number): Promise<Record<string, unknown>> {

@@ -68,10 +68,10 @@ export interface GpuForwardOptions {
 export type KernelProfile = 'gpu' | 'software';
 
 const f32 = 4;
-/** Groups (the inputs, then one per layer) in a decode step's first command buffer. */
-const DECODE_FIRST_GROUPS = 3;
-/** Groups in each later command buffer of a decode step (see `prepared`). */
-const DECODE_GROUPS_PER_SUBMIT = 8;
+/** Groups (the inputs, then one per layer) in the first command buffer of a decode step or block. */
+const FIRST_SUBMIT_GROUPS = 3;
+/** Groups in each later command buffer of a decode step (see `prepared`) or block. */
+const GROUPS_PER_SUBMIT = 8;
 
 /**
  * The Gemma 4 forward pass on the GPU (spec §3) as a chain of bound kernels: every buffer, uniform
@@ -557,19 +557,28 @@ export class GpuForward {
     } else {
       this.prepared = null;
       encoder = this.device.createCommandEncoder({ label: 'forward' });
-      // One compute pass for the whole chain (Dawn orders the dispatches by their buffer usage),
-      // unless a cancellable block is submitted layer by layer.
+      // A cancellable block is submitted layer by layer, waiting for each; otherwise in parts as a
+      // decode step is (see recordOne), so the GPU starts on the first layers while the CPU records
+      // and Dawn translates the rest. Within a part, one compute pass (Dawn orders the dispatches by
+      // their buffer usage).
       let pass = encoder.beginComputePass();
-      for (const group of this.groups) {
+      let open = 0;
+      let parts = 0;
+      for (const [i, group] of this.groups.entries()) {
         for (const step of group) step.encode(pass, T);
+        open++;
+        const cut = layerByLayer || (open === (parts === 0 ? FIRST_SUBMIT_GROUPS : GROUPS_PER_SUBMIT) && i + 1 < this.groups.length);
+        if (!cut) continue;
+        pass.end();
+        queue.submit([encoder.finish()]);
+        parts++;
+        open = 0;
         if (layerByLayer) {
-          pass.end();
-          queue.submit([encoder.finish()]);
           await queue.onSubmittedWorkDone();
           throwIfAborted(signal);
-          encoder = this.device.createCommandEncoder({ label: 'forward' });
-          pass = encoder.beginComputePass();
         }
+        encoder = this.device.createCommandEncoder({ label: 'forward' });
+        pass = encoder.beginComputePass();
       }
       if (all) {
         for (const step of this.everyLogits) step.encode(pass, T);
@@ -593,7 +602,7 @@ export class GpuForward {
   /**
    * The one-token chain with last-token logits: finished command buffers of the first groups, then
    * an open encoder with the rest (one compute pass each). The first buffer is small, so the GPU
-   * starts early; the others hold {@link DECODE_GROUPS_PER_SUBMIT} groups (layers) each.
+   * starts early; the others hold {@link GROUPS_PER_SUBMIT} groups (layers) each.
    */
   private recordOne(): { head: GPUCommandBuffer[]; tail: GPUCommandEncoder } {
     const head: GPUCommandBuffer[] = [];
@@ -603,7 +612,7 @@ export class GpuForward {
     for (const [i, group] of this.groups.entries()) {
       for (const step of group) step.encode(pass, 1);
       open++;
-      const cut = head.length === 0 ? open === DECODE_FIRST_GROUPS : open === DECODE_GROUPS_PER_SUBMIT;
+      const cut = head.length === 0 ? open === FIRST_SUBMIT_GROUPS : open === GROUPS_PER_SUBMIT;
       if (cut && i + 1 < this.groups.length) {
         pass.end();
         head.push(encoder.finish());
