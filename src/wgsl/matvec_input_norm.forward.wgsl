@@ -3,10 +3,11 @@
 //   s  = h + RMS(a_0)·n_0 [+ RMS(a_1)·n_1]          RMS(v) = v·(mean(v²) + eps)^(−1/2)
 //   x' = RMS(s)·n_2   (NORM)   or   x' = s
 // n_j are slices of `norms` (vec4 offsets params.norm0..2). With WRITE_INPUT, workgroup 0 also
-// writes x' to y1 from y_offset1 (a single-weight matvec leaves y1 free). Gemma 4 decode: the MLP's
-// input RMS(h + RMS(attn_out)·w_post_attn)·w_ffn (gate+up), and the per-layer input's
-// h + RMS(attn_out)·w_post_attn + RMS(ffn_out)·w_post_ffw (inp_gate, which writes it for the norm
-// that ends the layer). Every workgroup forms the whole x' in shared memory: a few KiB of cached
+// writes x' to y1 from y_offset1 (a single-weight matvec leaves y1 free). One or two weights: the
+// third's bindings (4, 8) are left out, so the layout has 9 storage buffers (Chromium offers 10).
+// Gemma 4 decode: the MLP's input RMS(h + RMS(attn_out)·w_post_attn)·w_ffn (gate+up), and the
+// per-layer input's h + RMS(attn_out)·w_post_attn + RMS(ffn_out)·w_post_ffw (inp_gate, which
+// writes it for the norm that ends the layer). Every workgroup forms the whole x' in shared memory: a few KiB of cached
 // reads against a separate norm dispatch, which costs more on a GPU. Same products as the rms_norm
 // dispatches (ops.ts) in the same order; the sums of squares are added in another order.
 
@@ -82,3 +83,13 @@ fn prepare_input(li: u32, g: u32) {
 fn input(i: u32) -> vec4<f32> {
   return formed[i];
 }
+
+// One or two weights (linear.ts refuses three): bindings 4 and 8 stay free.
+fn load(s: u32, i: u32) -> vec4<u32> {
+  if (s == 0u) {
+    return w0[i];
+  }
+  return w1[i];
+}
+
+fn store2(row: u32, v: f32) {}

@@ -21,7 +21,9 @@
 // it is; matvec_input_norm.forward.wgsl forms it in shared memory from a residual stream and block
 // outputs through their RMS norms (the norm dispatches of a decode step folded into this one).
 // Both define prepare_input(li, g), called first from uniform control flow, and input(i), the
-// i-th vec4 of the input.
+// i-th vec4 of the input; and the third weight's bindings with load(s, i) and store2(r, v), which
+// the input-forming part leaves out (it serves one or two weights, so a device with 10 storage
+// buffers a stage takes it).
 
 override LANES_PER_ROW: u32 = 16u;
 override MODE: u32 = 0u;
@@ -52,19 +54,9 @@ struct Params {
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read_write> y0: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y1: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y2: array<f32>;
 @group(0) @binding(5) var<storage, read> aux: array<f32>;
 @group(0) @binding(6) var<storage, read> w0: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read> w1: array<vec4<u32>>;
-@group(0) @binding(8) var<storage, read> w2: array<vec4<u32>>;
-
-fn load(s: u32, i: u32) -> vec4<u32> {
-  switch (s) {
-    case 0u: { return w0[i]; }
-    case 1u: { return w1[i]; }
-    default: { return w2[i]; }
-  }
-}
 
 // The nibbles at bit `shift` of each byte of `w`.
 fn nibbles(w: u32, shift: u32) -> vec4<f32> {
@@ -153,7 +145,7 @@ fn main(
     } else if (seg == 1u) {
       y1[params.y_offset1 + row] = total.x;
     } else {
-      y2[params.y_offset2 + row] = total.x;
+      store2(row, total.x);
     }
   }
 }

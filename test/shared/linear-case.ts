@@ -379,7 +379,7 @@ function rmsF64(v: ArrayLike<number>, n: ArrayLike<number>, eps: number): Float6
 
 /**
  * Q4_K matvecs that form their input from a residual stream (MatVecResidualInput), against
- * float64: gate/up + GELU over RMS(h + RMS(a)·n0)·n2 (an MLP's input), three weights over the same
+ * float64: gate/up + GELU over RMS(h + RMS(a)·n0)·n2 (an MLP's input), two weights over the same
  * input, and one weight with the gelu-times-aux epilogue over h + RMS(a)·n0 + RMS(a2)·n1, which it
  * also writes out (a per-layer input). h sits at an offset; the norm weights at offsets into one
  * table. Errors as in {@link checkMatVecVariants}; the written input relative to its largest value.
@@ -444,8 +444,8 @@ export async function checkResidualInput(kernels: LinearKernels): Promise<Linear
       }
       checks.push({ name: `residual input RMS(h + RMS(a)·n0)·n2, gate/up + GELU ${rows}x${cols}`, maxRelErr: worst, untouched: sentinelsKept(got, (j) => j >= 1 && j < 1 + rows) });
 
-      // Three weights over the same formed input (split mode).
-      const ms = [rows, 16, 9].map((r, i) => makeMatrix(type, r, cols, 97 + i + cols));
+      // Two weights over the same formed input (split mode).
+      const ms = [rows, 16].map((r, i) => makeMatrix(type, r, cols, 97 + i + cols));
       const ys = ms.map((m) => own(sentinelBuffer(device, m.rows + 2, 'y split')));
       const split = keep(await kernels.bindMatVecMulti({
         cols, x: hBuf, xOffset: 8, residual: mlp,
@@ -462,7 +462,7 @@ export async function checkResidualInput(kernels: LinearKernels): Promise<Linear
         }
         kept &&= sentinelsKept(got, (j) => j >= 2);
       }
-      checks.push({ name: `residual input, 3 weights (${ms.map((m) => m.rows).join(', ')}) x ${cols}`, maxRelErr: worst, untouched: kept });
+      checks.push({ name: `residual input, 2 weights (${ms.map((m) => m.rows).join(', ')}) x ${cols}`, maxRelErr: worst, untouched: kept });
 
       // One weight, gelu-times-aux, input h + RMS(a)·n0 + RMS(a2)·n1 written out.
       const w = makeMatrix(type, rows, cols, 99 + cols);
@@ -523,12 +523,14 @@ export async function residualInputErrorCodes(kernels: LinearKernels): Promise<s
   await attempt(() => kernels.bindMatVec({ weight: q4k, type: GGMLType.Q4_K, rows: 8, cols, x, y, residual: { ...residual, terms: [] } })); // no term
   await attempt(() => kernels.bindMatVecMulti({ cols, x, parts: [{ weight: q4k, type: GGMLType.Q4_K, rows: 8, y }], residual: { ...residual, out: { buffer: a } } })); // writes a term
   await attempt(() => kernels.bindMatVecMulti({ cols, x, gelu: { y }, parts: [0, 1].map(() => ({ weight: q4k, type: GGMLType.Q4_K, rows: 8 })), residual: { ...residual, out: { buffer: x } } })); // out on a pair
-  for (const b of [q4k, q8, x, a, norms, y]) b.destroy();
+  const ys = [0, 1, 2].map((i) => uploadStorage(device, new Float32Array(8), `y${i}`));
+  await attempt(() => kernels.bindMatVecMulti({ cols, x, parts: ys.map((yi) => ({ weight: q4k, type: GGMLType.Q4_K, rows: 8, y: yi })), residual })); // three weights
+  for (const b of [q4k, q8, x, a, norms, y, ...ys]) b.destroy();
   return codes;
 }
 
 /** What {@link residualInputErrorCodes} must return. */
-export const RESIDUAL_INPUT_ERROR_CODES = ['none', 'unsupported', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument'];
+export const RESIDUAL_INPUT_ERROR_CODES = ['none', 'unsupported', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument'];
 
 /** The message of the error a broken shader produces through the pipeline cache ('' if none). */
 export async function brokenShaderMessage(device: GPUDevice): Promise<{ message: string; isCompileError: boolean; part: string; line: number }> {

@@ -26,10 +26,11 @@ export const DEFAULT_OPTIONAL_FEATURES: readonly GPUFeatureName[] = ['subgroups'
 
 /**
  * Limits every device is opened with as far as the adapter allows (besides the caller's
- * preferredLimits): 12 storage buffers per shader stage (WebGPU's default is 8), so that a decode
- * matvec can form its input from the residual stream (linear.ts, supportsResidualInput).
+ * preferredLimits): 10 storage buffers per shader stage (WebGPU's default is 8; Chromium offers 10),
+ * so that a decode matvec can form its input from the residual stream (linear.ts,
+ * supportsResidualInput, which needs 9).
  */
-export const DEFAULT_PREFERRED_LIMITS: Readonly<Record<string, number>> = { maxStorageBuffersPerShaderStage: 12 };
+export const DEFAULT_PREFERRED_LIMITS: Readonly<Record<string, number>> = { maxStorageBuffersPerShaderStage: 10 };
 
 /**
  * Whether the device runs on the CPU (SwiftShader, or the browser's fallback adapter). There every

@@ -72,8 +72,8 @@ export function q4kLanes(cols: number): number {
 const GELU: ShaderPart = { name: 'gelu.wgsl', source: geluSource };
 const INPUT: ShaderPart = { name: 'matvec_input.forward.wgsl', source: matvecInputSource };
 const INPUT_NORM: ShaderPart = { name: 'matvec_input_norm.forward.wgsl', source: matvecInputNormSource };
-/** Storage buffers of a Q4_K matvec that forms its input ({@link MatVecResidualInput}): x, 3 outputs, aux, 3 weights, 2 terms, norms. */
-export const RESIDUAL_INPUT_STORAGE_BUFFERS = 11;
+/** Storage buffers of a Q4_K matvec that forms its input ({@link MatVecResidualInput}): x, 2 outputs, aux, 2 weights, 2 terms, norms. */
+export const RESIDUAL_INPUT_STORAGE_BUFFERS = 9;
 
 /**
  * Whether a Q4_K matvec of `cols` columns can form its input on this device
@@ -579,6 +579,7 @@ export class LinearKernels {
     const firstWg1 = !b.gelu && parts.length > 1 ? wgs[0]! : none;
     const firstWg2 = !b.gelu && parts.length > 2 ? wgs[0]! + wgs[1]! : none;
     const groups = b.gelu ? wgs[0]! : wgs.reduce((a, v) => a + v, 0);
+    if (residual && parts.length > 2) throw new RullamaError('bad-argument', `${label}: a matvec that forms its input takes 1 or 2 weights, not ${parts.length}`);
     const layout = this.q4kLayout(residual !== undefined);
     const sg = await this.useSubgroups();
     const body: ShaderPart = { name: 'matvec_q4k.forward.wgsl', source: matvecQ4kSource };
@@ -606,15 +607,17 @@ export class LinearKernels {
     if (residual?.out) ys[1] = residual.out.buffer;
     const weights = [0, 1, 2].map((i) => parts[i]?.weight ?? parts[0]!.weight);
     const extra = residual ? [terms[0]!.a, terms[1]?.a ?? terms[0]!.a, residual.norms] : [];
+    // Bindings 0..11 in order; the input-forming variant has no third weight (4, 8).
+    const buffers = [b.x, params, ...ys, b.aux ?? this.placeholder, ...weights, ...extra];
     const bindGroup = this.device.createBindGroup({
       label,
       layout: layout.group,
-      entries: [b.x, params, ...ys, b.aux ?? this.placeholder, ...weights, ...extra].map((buffer, binding) => ({ binding, resource: { buffer } })),
+      entries: buffers.flatMap((buffer, binding) => (residual && (binding === 4 || binding === 8) ? [] : [{ binding, resource: { buffer } }])),
     });
     return this.oneTokenDispatch(label, pipeline, bindGroup, groups, params);
   }
 
-  /** The bind group layout of the Q4_K matvec, with (`residual`) or without the input-forming bindings 9–11. */
+  /** The bind group layout of the Q4_K matvec: bindings 0–8, or (`residual`) 0–3, 5–7 and the input-forming 9–11. */
   private q4kLayout(residual: boolean): { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } {
     const key = residual ? 1 : 0;
     let layout = this.q4kLayouts.get(key);
@@ -623,8 +626,9 @@ export class LinearKernels {
       const name = residual ? 'matvec_q4k+input_norm' : 'matvec_q4k';
       const group = this.device.createBindGroupLayout({
         label: name,
-        entries: [entry(0, 'read-only-storage'), entry(1, 'uniform'), entry(2, 'storage'), entry(3, 'storage'), entry(4, 'storage'),
-          ...[5, 6, 7, 8, ...(residual ? [9, 10, 11] : [])].map((i) => entry(i, 'read-only-storage'))],
+        entries: residual
+          ? [entry(0, 'read-only-storage'), entry(1, 'uniform'), entry(2, 'storage'), entry(3, 'storage'), ...[5, 6, 7, 9, 10, 11].map((i) => entry(i, 'read-only-storage'))]
+          : [entry(0, 'read-only-storage'), entry(1, 'uniform'), entry(2, 'storage'), entry(3, 'storage'), entry(4, 'storage'), ...[5, 6, 7, 8].map((i) => entry(i, 'read-only-storage'))],
       });
       layout = { group, pipeline: this.device.createPipelineLayout({ label: name, bindGroupLayouts: [group] }) };
       this.q4kLayouts.set(key, layout);
