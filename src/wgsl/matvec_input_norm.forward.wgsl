@@ -20,7 +20,15 @@ override INPUT_VEC4: u32 = 384u;     // cols / 4
 @group(0) @binding(10) var<storage, read> term1: array<vec4<f32>>;
 @group(0) @binding(11) var<storage, read> norms: array<vec4<f32>>;
 
-var<workgroup> formed: array<vec4<f32>, INPUT_VEC4>;
+// x' in shared memory, one padding vec4 after every 16: the 8 lanes of a quarter-warp read the
+// vec4s 0, 4, 16, 20, 32, 36, 48, 52 (+ i) of a block (matvec_q4k chunk_dot), which would share two
+// of the 8 bank groups (a 4-way conflict); padded, they fall in all 8.
+const PAD_EVERY: u32 = 16u;
+var<workgroup> formed: array<vec4<f32>, INPUT_VEC4 + INPUT_VEC4 / PAD_EVERY>;
+
+fn slot(i: u32) -> u32 {
+  return i + i / PAD_EVERY;
+}
 var<workgroup> sums: array<vec2<f32>, WG_SIZE>;
 
 // The sum over the workgroup of every thread's v (a shared-memory tree; uniform control flow).
@@ -57,19 +65,19 @@ fn prepare_input(li: u32, g: u32) {
     if (TERMS == 2u) {
       s += term1[i] * inv.y * norms[params.norm1 + i];
     }
-    formed[i] = s;
+    formed[slot(i)] = s;
     sq2 += dot(s, s);
   }
   if (NORM) {
     let inv2 = inverseSqrt(block_sum(vec2<f32>(sq2, 0.0), li).x / n + params.eps);
     // Each thread rescales the entries it wrote.
     for (var i = li; i < INPUT_VEC4; i += WG_SIZE) {
-      formed[i] = formed[i] * inv2 * norms[params.norm2 + i];
+      formed[slot(i)] = formed[slot(i)] * inv2 * norms[params.norm2 + i];
     }
   }
   if (WRITE_INPUT && g == 0u) {
     for (var i = li; i < INPUT_VEC4; i += WG_SIZE) {
-      let v = formed[i];
+      let v = formed[slot(i)];
       let o = params.y_offset1 + 4u * i;
       y1[o] = v.x;
       y1[o + 1u] = v.y;
@@ -81,7 +89,7 @@ fn prepare_input(li: u32, g: u32) {
 }
 
 fn input(i: u32) -> vec4<f32> {
-  return formed[i];
+  return formed[slot(i)];
 }
 
 // One or two weights (linear.ts refuses three): bindings 4 and 8 stay free.

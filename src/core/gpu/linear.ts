@@ -77,11 +77,12 @@ export const RESIDUAL_INPUT_STORAGE_BUFFERS = 9;
 
 /**
  * Whether a Q4_K matvec of `cols` columns can form its input on this device
- * ({@link MatVecResidualInput}): enough storage buffers per stage, and the input in shared memory.
+ * ({@link MatVecResidualInput}): enough storage buffers per stage, and the input (padded by a
+ * sixteenth) in shared memory.
  */
 export function supportsResidualInput(device: GPUDevice, cols: number): boolean {
   return device.limits.maxStorageBuffersPerShaderStage >= RESIDUAL_INPUT_STORAGE_BUFFERS
-    && cols % 256 === 0 && 4 * cols + 8 * MATVEC_WG + 8 * MATVEC_WG <= device.limits.maxComputeWorkgroupStorageSize;
+    && cols % 256 === 0 && 4 * cols + cols / 4 + 8 * MATVEC_WG + 8 * MATVEC_WG <= device.limits.maxComputeWorkgroupStorageSize;
 }
 const REDUCE: ShaderPart = { name: 'matvec_reduce.forward.wgsl', source: matvecReduceSource };
 const REDUCE_SG: ShaderPart = { name: 'matvec_reduce_sg.forward.wgsl', source: matvecReduceSgSource };
