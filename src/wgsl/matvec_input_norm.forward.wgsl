@@ -1,15 +1,18 @@
 // The input of matvec_q4k.forward.wgsl formed in its prologue from a residual stream h (bound as x,
 // from x_offset) and one or two block outputs a_j through their RMS norms, for one token:
-//   s  = h + RMS(a_0)·n_0 [+ RMS(a_1)·n_1]          RMS(v) = v·(mean(v²) + eps)^(−1/2)
+//   s  = (h + RMS(a_0)·n_0 [+ RMS(a_1)·n_1])·scale   RMS(v) = v·(mean(v²) + eps)^(−1/2)
 //   x' = RMS(s)·n_2   (NORM)   or   x' = s
 // n_j are slices of `norms` (vec4 offsets params.norm0..2). With WRITE_INPUT, workgroup 0 also
-// writes x' to y1 from y_offset1 (a single-weight matvec leaves y1 free). One or two weights: the
+// writes s to y1 from y_offset1 (a single-weight matvec leaves y1 free). One or two weights: the
 // third's bindings (4, 8) are left out, so the layout has 9 storage buffers (Chromium offers 10).
-// Gemma 4 decode: the MLP's input RMS(h + RMS(attn_out)·w_post_attn)·w_ffn (gate+up), and the
+// Gemma 4 decode: the MLP's input RMS(h + RMS(attn_out)·w_post_attn)·w_ffn (gate+up); the
 // per-layer input's h + RMS(attn_out)·w_post_attn + RMS(ffn_out)·w_post_ffw (inp_gate, which
-// writes it for the norm that ends the layer). Every workgroup forms the whole x' in shared memory: a few KiB of cached
-// reads against a separate norm dispatch, which costs more on a GPU. Same products as the rms_norm
-// dispatches (ops.ts) in the same order; the sums of squares are added in another order.
+// writes it for the norm that ends the layer); and on a layer whose q is its only projection, the
+// attention input RMS(h')·w_attn with h' = (hs + RMS(proj_out)·w_post_norm)·layer_scale (q, which
+// writes h', the norm that ends the layer before). Every workgroup forms the whole x' in shared
+// memory: a few KiB of cached reads against a separate norm dispatch, which costs more on a GPU.
+// Same products as the rms_norm dispatches (ops.ts) in the same order; the sums of squares are
+// added in another order.
 
 override TERMS: u32 = 1u;            // 1 or 2 block outputs
 override NORM: bool = true;
@@ -65,24 +68,22 @@ fn prepare_input(li: u32, g: u32) {
     if (TERMS == 2u) {
       s += term1[i] * inv.y * norms[params.norm1 + i];
     }
+    s *= params.scale;
     formed[slot(i)] = s;
     sq2 += dot(s, s);
+    if (WRITE_INPUT && g == 0u) {
+      let o = params.y_offset1 + 4u * i;
+      y1[o] = s.x;
+      y1[o + 1u] = s.y;
+      y1[o + 2u] = s.z;
+      y1[o + 3u] = s.w;
+    }
   }
   if (NORM) {
     let inv2 = inverseSqrt(block_sum(vec2<f32>(sq2, 0.0), li).x / n + params.eps);
     // Each thread rescales the entries it wrote.
     for (var i = li; i < INPUT_VEC4; i += WG_SIZE) {
       formed[slot(i)] = formed[slot(i)] * inv2 * norms[params.norm2 + i];
-    }
-  }
-  if (WRITE_INPUT && g == 0u) {
-    for (var i = li; i < INPUT_VEC4; i += WG_SIZE) {
-      let v = formed[slot(i)];
-      let o = params.y_offset1 + 4u * i;
-      y1[o] = v.x;
-      y1[o + 1u] = v.y;
-      y1[o + 2u] = v.z;
-      y1[o + 3u] = v.w;
     }
   }
   workgroupBarrier();

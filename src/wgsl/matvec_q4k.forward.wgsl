@@ -48,6 +48,7 @@ struct Params {
   norm0: u32,       // matvec_input_norm: vec4 offsets into `norms` of the term and final norm weights
   norm1: u32,
   norm2: u32,
+  scale: f32,       // matvec_input_norm: the residual sum's factor
 }
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;

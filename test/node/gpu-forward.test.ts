@@ -7,6 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RullamaError } from '../../src/core/errors.js';
+import { GGMLType } from '../../src/core/gguf/types.js';
 import { nodeFileSource } from '../../src/core/gguf/node-source.js';
 import { readGGUF } from '../../src/core/gguf/read.js';
 import { Gemma4Model } from '../../src/core/model/model.js';
@@ -14,6 +15,7 @@ import { ReferenceModel } from '../../src/core/reference/forward.js';
 import { Tokenizer } from '../../src/core/tokenizer/tokenizer.js';
 import { TINY_CONFIG_NAMES, TINY_CONFIGS, writeGemma4Model, writeTinyModel, type Gemma4Config } from '../fixtures/index.js';
 import { openDawnDevice } from '../shared/dawn.js';
+import { randomAdapter } from '../shared/random-adapter.js';
 
 let device: GPUDevice;
 let dir: string;
@@ -91,11 +93,16 @@ describe('GPU forward pass', () => {
     });
   }
 
-  // tiny-kquant with per-layer embeddings: d = 256 and Q4_K gate/up/inp_gate, so the 'gpu' decode
-  // path folds two residual norms of each layer into the gate+up and inp_gate matvecs (E2B's
-  // decode chain; none of the tiny fixtures reaches it otherwise).
+  // tiny-kquant with per-layer embeddings and a Q4_K attn_q: d = 256 and Q4_K gate/up/inp_gate,
+  // so the 'gpu' decode path folds two residual norms of each layer into the gate+up and inp_gate
+  // matvecs, and the norm that ends layers 1 and 2 into the q of the KV-shared layers 2 and 3
+  // (E2B's decode chain; none of the tiny fixtures reaches it otherwise).
   test('folded residual norms (tiny-kquant with PLE): GPU decode matches the float64 reference and prefill', async () => {
-    const config: Gemma4Config = { ...(TINY_CONFIGS['tiny-kquant'] as Gemma4Config), name: 'tiny-kquant-ple', ple: 32 };
+    const base = TINY_CONFIGS['tiny-kquant'] as Gemma4Config;
+    const config: Gemma4Config = {
+      ...base, name: 'tiny-kquant-ple', ple: 32,
+      types: { ...base.types, byKind: { ...base.types.byKind, attn_q: GGMLType.Q4_K } },
+    };
     const path = join(dir, 'tiny-kquant-ple.gguf');
     await writeGemma4Model(config, path, { seed: 3 });
     const source = await nodeFileSource(path);
@@ -116,10 +123,27 @@ describe('GPU forward pass', () => {
         worst = Math.max(worst, relativeL2(logits!, gpuLogits[p]!));
         worstRef = Math.max(worstRef, relativeL2(logits!, reference[p]!));
       }
+      // LoRA terms on q (and gate) turn the folds off for those layers: layer 2's q then reads the
+      // input that layer 1's end norm wrote, which must run again; layer 3's q (no terms) still folds.
+      const some = randomAdapter(file, 2, 4, 7, ['attn_q', 'ffn_gate']);
+      const adapter = { ...some, tensors: new Map([...some.tensors].filter(([name]) => name !== 'blk.3.attn_q.weight')) };
+      const applied = [{ adapter, scale: 0.8 }];
+      const reference2 = await ReferenceModel.load(source, file);
+      reference2.setAdapters(applied);
+      const adaptedRef = await reference2.forward(tokens);
+      await folded.setAdapters(applied);
+      let worstLora = 0;
+      for (const [p, token] of tokens.entries()) {
+        const [logits] = await folded.feed([token]);
+        worstLora = Math.max(worstLora, relativeL2(logits!, adaptedRef[p]!));
+      }
+      const loraMoves = Math.max(...tokens.map((_, p) => relativeL2(adaptedRef[p]!, reference[p]!)));
       folded.destroy();
-      console.log(`# tiny-kquant-ple: prefill vs float64 ${precision.toExponential(2)}, folded decode vs prefill ${worst.toExponential(2)}, vs float64 ${worstRef.toExponential(2)}`);
+      console.log(`# tiny-kquant-ple: prefill vs float64 ${precision.toExponential(2)}, folded decode vs prefill ${worst.toExponential(2)}, vs float64 ${worstRef.toExponential(2)}; with LoRA on q and gate ${worstLora.toExponential(2)} (LoRA moves the logits by ${loraMoves.toFixed(3)})`);
       assert.ok(worst <= 1e-4, `folded decode differs from prefill by ${worst}`);
       assert.ok(worstRef <= 1e-3, `folded decode vs float64: ${worstRef}`);
+      assert.ok(loraMoves > 0.05, `the adapter barely moves the logits (${loraMoves})`);
+      assert.ok(worstLora <= 1e-3, `decode with LoRA on q vs float64: ${worstLora}`);
     } finally {
       await source.close();
     }

@@ -49,6 +49,29 @@ function makeMatrix(type: GGMLType, rows: number, cols: number, seed: number): M
  * Relative error of `got` (token t's output row r at got[yOffset + t*yStride + r]) against the
  * float64 product of rows [firstRow, firstRow + rows) with x (token t at x[t*cols]).
  */
+/** Row r of m times x in float64, with Σ|w·x| (the scale its f32 rounding error grows with). */
+function dotRowF64(m: Matrix, r: number, x: ArrayLike<number>): { acc: number; scale: number } {
+  let acc = 0;
+  let scale = 0;
+  for (let c = 0; c < m.cols; c++) {
+    const p = m.values[r * m.cols + c]! * x[c]!;
+    acc += p;
+    scale += Math.abs(p);
+  }
+  return { acc, scale };
+}
+
+/** The error code `f` throws ('none' when it returns; a returned Dispatch is destroyed). */
+async function errorCode(f: () => Promise<unknown>): Promise<string> {
+  try {
+    const made = await f();
+    (made as Partial<Dispatch> | undefined)?.destroy?.();
+    return 'none';
+  } catch (e) {
+    return (e as { code?: string }).code ?? String(e);
+  }
+}
+
 function relErr(m: Matrix, x: Float32Array, tokens: number, got: Float32Array, o: { firstRow?: number; rows?: number; yOffset?: number; yStride?: number }): number {
   const firstRow = o.firstRow ?? 0;
   const rows = o.rows ?? m.rows;
@@ -342,18 +365,8 @@ export async function checkMatVecVariants(kernels: LinearKernels, type: GGMLType
       const got = await readF32(device, y, rows + 3);
       let worst = 0;
       for (let r = 0; r < rows; r++) {
-        const dotRow = (m: Matrix) => {
-          let acc = 0;
-          let scale = 0;
-          for (let c = 0; c < cols; c++) {
-            const p = m.values[r * cols + c]! * xs[c]!;
-            acc += p;
-            scale += Math.abs(p);
-          }
-          return { acc, scale };
-        };
-        const g = dotRow(gate);
-        const u = dotRow(up);
+        const g = dotRowF64(gate, r, xs);
+        const u = dotRowF64(up, r, xs);
         const exact = geluF64(g.acc) * u.acc;
         // Errors of both products, each scaled by the other factor's size (gelu' ≤ ~1.13).
         const bound = Math.abs(geluF64(g.acc)) * u.scale + 1.13 * g.scale * Math.abs(u.acc) + 1e-30;
@@ -412,16 +425,6 @@ export async function checkResidualInput(kernels: LinearKernels): Promise<Linear
       const mlpInput = rmsF64(s1, n[2]!, eps);
       const ra2 = rmsF64(a2, n[1]!, eps);
       const pleInput = Float64Array.from(s1, (v, i) => v + ra2[i]!);
-      const dotRow = (m: Matrix, r: number, x: Float64Array) => {
-        let acc = 0;
-        let scale = 0;
-        for (let c = 0; c < cols; c++) {
-          const p = m.values[r * cols + c]! * x[c]!;
-          acc += p;
-          scale += Math.abs(p);
-        }
-        return { acc, scale };
-      };
       const mlp = { terms: [{ a: aBuf, norm: 4 }], norm: 4 + 2 * cols, norms, eps };
 
       // gate/up + GELU.
@@ -436,8 +439,8 @@ export async function checkResidualInput(kernels: LinearKernels): Promise<Linear
       let got = await readF32(device, y, rows + 3);
       let worst = 0;
       for (let r = 0; r < rows; r++) {
-        const g = dotRow(gate, r, mlpInput);
-        const u = dotRow(up, r, mlpInput);
+        const g = dotRowF64(gate, r, mlpInput);
+        const u = dotRowF64(up, r, mlpInput);
         const bound = Math.abs(geluF64(g.acc)) * u.scale + 1.13 * g.scale * Math.abs(u.acc) + 1e-30;
         const err = Math.abs(got[1 + r]! - geluF64(g.acc) * u.acc) / bound;
         worst = Math.max(worst, Number.isNaN(err) ? Infinity : err);
@@ -457,7 +460,7 @@ export async function checkResidualInput(kernels: LinearKernels): Promise<Linear
       for (const [i, m] of ms.entries()) {
         got = await readF32(device, ys[i]!, m.rows + 2);
         for (let r = 0; r < m.rows; r++) {
-          const p = dotRow(m, r, mlpInput);
+          const p = dotRowF64(m, r, mlpInput);
           worst = Math.max(worst, Math.abs(got[2 + r]! - p.acc) / p.scale || (Number.isNaN(got[2 + r]!) ? Infinity : 0));
         }
         kept &&= sentinelsKept(got, (j) => j >= 2);
@@ -478,7 +481,7 @@ export async function checkResidualInput(kernels: LinearKernels): Promise<Linear
       got = await readF32(device, yg, rows);
       worst = 0;
       for (let r = 0; r < rows; r++) {
-        const p = dotRow(w, r, pleInput);
+        const p = dotRowF64(w, r, pleInput);
         const err = Math.abs(got[r]! - geluF64(p.acc) * aux[2 + r]!) / (1.13 * Math.abs(aux[2 + r]!) * p.scale + 1e-30);
         worst = Math.max(worst, Number.isNaN(err) ? Infinity : err);
       }
@@ -488,6 +491,31 @@ export async function checkResidualInput(kernels: LinearKernels): Promise<Linear
       let inputErr = 0;
       for (let c = 0; c < cols; c++) inputErr = Math.max(inputErr, Math.abs(written[2 + c]! - pleInput[c]!) / peak || (Number.isNaN(written[2 + c]!) ? Infinity : 0));
       checks.push({ name: `residual input written out (${cols})`, maxRelErr: inputErr, untouched: sentinelsKept(written, (j) => j >= 2 && j < 2 + cols) });
+
+      // One weight over RMS((h + RMS(a)·n0)·scale)·n2, s written out: a layer's end folded into
+      // the next layer's q (Gemma 4's layer scale).
+      const layerScale = 0.7;
+      const sScaled = Float64Array.from(s1, (v) => v * layerScale);
+      const qInput = rmsF64(sScaled, n[2]!, eps);
+      const yq = own(sentinelBuffer(device, rows + 1, 'y q'));
+      const hOut = own(sentinelBuffer(device, cols, "h'"));
+      const q = keep(await kernels.bindMatVec({
+        weight: own(uploadWeight(device, type, w.bytes, 'w q')), type, rows, cols, x: hBuf, xOffset: 8, y: yq, yOffset: 1,
+        residual: { ...mlp, scale: layerScale, out: { buffer: hOut } },
+      }));
+      submit(device, (pass) => q.encode(pass));
+      got = await readF32(device, yq, rows + 1);
+      worst = 0;
+      for (let r = 0; r < rows; r++) {
+        const p = dotRowF64(w, r, qInput);
+        worst = Math.max(worst, Math.abs(got[1 + r]! - p.acc) / p.scale || (Number.isNaN(got[1 + r]!) ? Infinity : 0));
+      }
+      checks.push({ name: `residual input RMS((h + RMS(a)·n0)·${layerScale})·n2 ${rows}x${cols}`, maxRelErr: worst, untouched: sentinelsKept(got, (j) => j >= 1) });
+      const hWritten = await readF32(device, hOut, cols);
+      const sPeak = Math.max(...sScaled.map(Math.abs));
+      let sErr = 0;
+      for (let c = 0; c < cols; c++) sErr = Math.max(sErr, Math.abs(hWritten[c]! - sScaled[c]!) / sPeak || (Number.isNaN(hWritten[c]!) ? Infinity : 0));
+      checks.push({ name: `residual sum (h + RMS(a)·n0)·${layerScale} written out (${cols})`, maxRelErr: sErr, untouched: true });
     }
     return checks;
   } finally {
@@ -507,20 +535,14 @@ export async function residualInputErrorCodes(kernels: LinearKernels): Promise<s
   const norms = uploadStorage(device, new Float32Array(2 * cols), 'norms');
   const y = uploadStorage(device, new Float32Array(cols), 'y');
   const codes: string[] = [];
-  const attempt = async (f: () => Promise<Dispatch>) => {
-    try {
-      (await f()).destroy();
-      codes.push('none');
-    } catch (e) {
-      codes.push((e as { code?: string }).code ?? String(e));
-    }
-  };
+  const attempt = async (f: () => Promise<Dispatch>) => codes.push(await errorCode(f));
   const residual = { terms: [{ a, norm: 0 }], norm: cols, norms, eps: 1e-6 };
   await attempt(() => kernels.bindMatVec({ weight: q4k, type: GGMLType.Q4_K, rows: 8, cols, x, y, residual })); // fine
   await attempt(() => kernels.bindMatVec({ weight: q8, type: GGMLType.Q8_0, rows: 8, cols, x, y, residual })); // not Q4_K
   await attempt(() => kernels.bindMatVec({ weight: q4k, type: GGMLType.Q4_K, rows: 8, cols, x, y, residual: { ...residual, norm: 2 } })); // offset not a multiple of 4
   await attempt(() => kernels.bindMatVec({ weight: q4k, type: GGMLType.Q4_K, rows: 8, cols, x, y, residual: { ...residual, norm: 2 * cols } })); // norms too small
   await attempt(() => kernels.bindMatVec({ weight: q4k, type: GGMLType.Q4_K, rows: 8, cols, x, y, residual: { ...residual, terms: [] } })); // no term
+  await attempt(() => kernels.bindMatVec({ weight: q4k, type: GGMLType.Q4_K, rows: 8, cols, x, y, residual: { ...residual, scale: Number.NaN } })); // scale not finite
   await attempt(() => kernels.bindMatVecMulti({ cols, x, parts: [{ weight: q4k, type: GGMLType.Q4_K, rows: 8, y }], residual: { ...residual, out: { buffer: a } } })); // writes a term
   await attempt(() => kernels.bindMatVecMulti({ cols, x, gelu: { y }, parts: [0, 1].map(() => ({ weight: q4k, type: GGMLType.Q4_K, rows: 8 })), residual: { ...residual, out: { buffer: x } } })); // out on a pair
   const ys = [0, 1, 2].map((i) => uploadStorage(device, new Float32Array(8), `y${i}`));
@@ -530,7 +552,7 @@ export async function residualInputErrorCodes(kernels: LinearKernels): Promise<s
 }
 
 /** What {@link residualInputErrorCodes} must return. */
-export const RESIDUAL_INPUT_ERROR_CODES = ['none', 'unsupported', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument'];
+export const RESIDUAL_INPUT_ERROR_CODES = ['none', 'unsupported', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument', 'bad-argument'];
 
 /** The message of the error a broken shader produces through the pipeline cache ('' if none). */
 export async function brokenShaderMessage(device: GPUDevice): Promise<{ message: string; isCompileError: boolean; part: string; line: number }> {
@@ -558,14 +580,7 @@ export async function badBindingCodes(kernels: LinearKernels): Promise<string[]>
   const x = uploadStorage(device, new Float32Array(256), 'x');
   const y = uploadStorage(device, new Float32Array(8), 'y');
   const codes: string[] = [];
-  const attempt = async (f: () => Promise<unknown>) => {
-    try {
-      await f();
-      codes.push('none');
-    } catch (e) {
-      codes.push((e as { code?: string }).code ?? String(e));
-    }
-  };
+  const attempt = async (f: () => Promise<unknown>) => codes.push(await errorCode(f));
   await attempt(() => kernels.bindMatVec({ weight: w, type: GGMLType.Q8_0, rows: 8, cols: 48, x, y })); // cols not a multiple of 32
   await attempt(() => kernels.bindMatVec({ weight: w, type: GGMLType.Q8_0, rows: 9, cols: 32, x, y })); // too few weight bytes
   await attempt(() => kernels.bindMatVec({ weight: w, type: GGMLType.Q8_0, rows: 8, cols: 32, x, xOffset: 2, y })); // xOffset not a multiple of 4

@@ -234,7 +234,7 @@ export interface MatVecBinding {
 /**
  * A one-token input formed inside a Q4_K matvec (matvec_input_norm.forward.wgsl) instead of read
  * ready-made: with h the binding's x (from xOffset, `cols` values) and RMS(v) = v·(mean(v²) + eps)^(−1/2),
- *   s = h + Σ_j RMS(terms[j])·n_j,   input = RMS(s)·n (with `norm`) or s,
+ *   s = (h + Σ_j RMS(terms[j])·n_j)·scale,   input = RMS(s)·n (with `norm`) or s,
  * where each n is `cols` f32 values of `norms` from an element offset (a multiple of 4). The
  * products equal those of the rms_norm dispatches it replaces (ops.ts), up to the order in which
  * the squares are summed. Needs {@link supportsResidualInput}.
@@ -246,7 +246,9 @@ export interface MatVecResidualInput {
   norm?: number;
   norms: GPUBuffer;
   eps: number;
-  /** A single weight only: also write s (or the normed input) to this buffer from `offset`. */
+  /** The factor of the residual sum (default 1): Gemma 4's layer scale. */
+  scale?: number;
+  /** A single weight only: also write s (before the final norm) to this buffer from `offset`. */
   out?: { buffer: GPUBuffer; offset?: number };
 }
 
@@ -565,7 +567,7 @@ export class LinearKernels {
   }): Promise<Dispatch> {
     const { label, parts, residual } = b;
     if (residual) {
-      this.checkResidual(label, b.cols, parts.length === 1 && !b.gelu, residual);
+      this.checkResidual(label, b.cols, parts.length, b.gelu === true, residual);
       // A buffer written here may not be bound a second time (WebGPU's aliasing rule).
       const written = [...parts.map((p) => p.y), ...(residual.out ? [residual.out.buffer] : [])];
       const read = [b.x, ...residual.terms.map((t) => t.a), residual.norms, ...(b.aux ? [b.aux] : [])];
@@ -580,7 +582,6 @@ export class LinearKernels {
     const firstWg1 = !b.gelu && parts.length > 1 ? wgs[0]! : none;
     const firstWg2 = !b.gelu && parts.length > 2 ? wgs[0]! + wgs[1]! : none;
     const groups = b.gelu ? wgs[0]! : wgs.reduce((a, v) => a + v, 0);
-    if (residual && parts.length > 2) throw new RullamaError('bad-argument', `${label}: a matvec that forms its input takes 1 or 2 weights, not ${parts.length}`);
     const layout = this.q4kLayout(residual !== undefined);
     const sg = await this.useSubgroups();
     const body: ShaderPart = { name: 'matvec_q4k.forward.wgsl', source: matvecQ4kSource };
@@ -600,9 +601,10 @@ export class LinearKernels {
     const terms = residual?.terms ?? [];
     const words = new Uint32Array([
       b.cols, b.xOffset, b.firstRow, b.epilogue ?? 0, ...rows, b.auxOffset ?? 0, ...yOffsets, firstWg1, firstWg2,
-      0, (terms[0]?.norm ?? 0) / 4, (terms[1]?.norm ?? 0) / 4, (residual?.norm ?? 0) / 4,
+      0, (terms[0]?.norm ?? 0) / 4, (terms[1]?.norm ?? 0) / 4, (residual?.norm ?? 0) / 4, 0,
     ]);
-    new Float32Array(words.buffer)[13] = residual?.eps ?? 0;
+    new Float32Array(words.buffer).set([residual?.eps ?? 0], 13);
+    new Float32Array(words.buffer).set([residual?.scale ?? 1], 17);
     const params = uploadUniform(this.device, words, `${label} params`);
     const ys = b.gelu ? [parts[0]!.y, ...this.placeholderOut] : [0, 1, 2].map((i) => parts[i]?.y ?? this.placeholderOut[i - 1]!);
     if (residual?.out) ys[1] = residual.out.buffer;
@@ -637,16 +639,18 @@ export class LinearKernels {
     return layout;
   }
 
-  /** Checks a {@link MatVecResidualInput} of a Q4_K matvec of `cols` columns (`single`: one weight, no GELU pair). */
-  private checkResidual(label: string, cols: number, single: boolean, r: MatVecResidualInput): void {
+  /** Checks a {@link MatVecResidualInput} of a Q4_K matvec of `cols` columns over `weights` weights (a GELU pair or not). */
+  private checkResidual(label: string, cols: number, weights: number, gelu: boolean, r: MatVecResidualInput): void {
     const bad = (message: string): never => {
       throw new RullamaError('bad-argument', `${label}: ${message}`);
     };
+    if (weights > 2) bad(`a matvec that forms its input takes 1 or 2 weights, not ${weights}`);
     if (!supportsResidualInput(this.device, cols)) {
       throw new RullamaError('unsupported', `${label}: this device cannot form a ${cols}-value input inside the matvec (it needs ${RESIDUAL_INPUT_STORAGE_BUFFERS} storage buffers per shader stage and ${4 * cols} bytes of shared memory)`);
     }
     if (r.terms.length < 1 || r.terms.length > 2) bad(`the residual input takes 1 or 2 terms, not ${r.terms.length}`);
     if (!(Number.isFinite(r.eps) && r.eps >= 0)) bad(`eps must be finite and ≥ 0, not ${r.eps}`);
+    if (r.scale !== undefined && !Number.isFinite(r.scale)) bad(`scale must be finite, not ${r.scale}`);
     const offsets = [...r.terms.map((t) => t.norm), ...(r.norm === undefined ? [] : [r.norm])];
     for (const o of offsets) {
       if (!Number.isSafeInteger(o) || o < 0 || o % 4 !== 0) bad(`norm offsets must be non-negative multiples of 4, not ${o}`);
@@ -654,7 +658,7 @@ export class LinearKernels {
     }
     for (const t of r.terms) if (t.a.size < 4 * cols) bad(`a residual term has ${t.a.size} bytes, ${4 * cols} are needed`);
     if (r.out) {
-      if (!single) bad('only a single-weight matvec can write its formed input');
+      if (weights !== 1 || gelu) bad('only a single-weight matvec can write its formed input');
       const offset = r.out.offset ?? 0;
       if (!Number.isSafeInteger(offset) || offset < 0 || r.out.buffer.size < 4 * (offset + cols)) bad(`the formed input's buffer is too small for offset ${offset}`);
     }

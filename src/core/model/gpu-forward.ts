@@ -72,6 +72,8 @@ const f32 = 4;
 const FIRST_SUBMIT_GROUPS = 3;
 /** Groups in each later command buffer of a decode step (see `prepared`) or block. */
 const GROUPS_PER_SUBMIT = 8;
+/** Norm weights a layer keeps in the folded decode's table: post_attn, ffn, post_ffw, post_norm, attn_norm. */
+const NORM_TABLE_SLOTS = 5;
 
 /**
  * The Gemma 4 forward pass on the GPU (spec §3) as a chain of bound kernels: every buffer, uniform
@@ -86,7 +88,8 @@ const GROUPS_PER_SUBMIT = 8;
  * kernel, and the output norm reads h in the chain's compute pass. On Q4_K models
  * with per-layer embeddings (E2B), decode also folds the norms after attention and after the MLP
  * into the gate+up and inp_gate matvecs (they form their inputs from h and the block outputs; see
- * MatVecResidualInput): h then changes once a layer, in the norm that ends it.
+ * MatVecResidualInput): h then changes once a layer, in the norm that ends it, which in turn folds
+ * into the next layer's q where q is its only projection (KV-shared layers).
  *
  * Activation buffers (f32, row-major, one row per token of the block):
  *   h [T][d] residual stream     x [T][d] normed input         q/o [T][nq·hd]   k/v [T][nkv·hd]
@@ -330,21 +333,27 @@ export class GpuForward {
     add(await this.bind(ops.bindRmsNorm({ maxTokens: T, size: d, x: h, weight: weights.single(tensors.layers[0]!.attnNorm), out: x, eps, label: 'layer0.attn_norm' })));
     const profile = this.options.kernelProfile ?? (isSoftwareDevice(this.device) ? 'software' : 'gpu');
     const multi = profile === 'gpu';
-    // Decode folds two of a layer's three residual norms into the matvecs that read them (the
-    // 'gpu' profile, Q4_K gate/up/inp_gate, a device that allows it): gate+up forms RMS(h + RMS(a)·w)·w'
-    // itself, and inp_gate forms hs = h + RMS(a)·w + RMS(a2)·w'' and writes it for the layer's last
-    // norm. Their norm weights sit side by side in one table ([layer][post_attn, ffn, post_ffw][d]).
+    // Decode folds residual norms into the matvecs that read them (the 'gpu' profile, Q4_K
+    // gate/up/inp_gate, a device that allows it): gate+up forms RMS(h + RMS(a)·w)·w' itself, and
+    // inp_gate forms hs = h + RMS(a)·w + RMS(a2)·w'' and writes it for the layer's last norm. That
+    // last norm folds too where the next layer's only projection is a Q4_K q (KV-shared layers):
+    // q forms RMS((hs + RMS(a3)·w)·scale)·w_attn and writes h. The norm weights sit side by side
+    // in one table ([layer][post_attn, ffn, post_ffw, post_norm, attn_norm][d]).
     const fusable = multi && ple !== null && supportsResidualInput(this.device, d)
       && c.layers.every((l) => [tensors.layers[l.index]!.gate, tensors.layers[l.index]!.up, tensors.layers[l.index]!.pleGate!].every((t) => t.type === GGMLType.Q4_K));
-    const normTable = fusable ? this.buffer('residualNorms', L * 3 * d) : null;
+    const normTable = fusable ? this.buffer('residualNorms', L * NORM_TABLE_SLOTS * d) : null;
     if (normTable) {
       const encoder = this.device.createCommandEncoder({ label: 'residual norm table' });
       for (const layer of c.layers) {
         const w = tensors.layers[layer.index]!;
-        [w.postAttnNorm, w.ffnNorm, w.postFfnNorm].forEach((info, j) => encoder.copyBufferToBuffer(weights.single(info), 0, normTable, (layer.index * 3 + j) * d * f32, d * f32));
+        [w.postAttnNorm, w.ffnNorm, w.postFfnNorm, w.plePostNorm!, w.attnNorm].forEach((info, j) => encoder.copyBufferToBuffer(weights.single(info), 0, normTable, (layer.index * NORM_TABLE_SLOTS + j) * d * f32, d * f32));
       }
       this.device.queue.submit([encoder.finish()]);
     }
+    // Whether layer i's q forms its input from the end of layer i − 1 (see above), for a token
+    // without LoRA terms on that q.
+    const qFolds = (i: number): boolean => normTable !== null && i > 0 && c.layers[i]!.kvLayer !== i && tensors.layers[i]!.q.type === GGMLType.Q4_K;
+    const qFolded = (i: number, tokens: number): boolean => tokens === 1 && qFolds(i) && !this.loraStep(tensors.layers[i]!.q.name);
     for (const layer of c.layers) {
       const w = tensors.layers[layer.index]!;
       const hd = layer.headDim;
@@ -365,9 +374,15 @@ export class GpuForward {
         cols: d, x, parts: projections.map((pr) => ({ weight: weights.single(pr.info), type: pr.info.type, rows: pr.info.dims[1]!, y: pr.y })),
         label: `${tag}.attn_${projections.map((pr) => pr.name).join('')}`,
       })) : null;
+      const prev = layer.index - 1;
+      const qOwnInput = qFolds(layer.index) ? await this.bind(this.linear.bindMatVec({
+        weight: weights.single(w.q), type: w.q.type, rows: w.q.dims[1]!, cols: d, x: hs!, y: q, label: `layer${prev}.post_norm+scale+${tag}.attn_norm+attn_q`,
+        residual: { terms: [{ a: a3!, norm: (prev * NORM_TABLE_SLOTS + 3) * d }], norm: (layer.index * NORM_TABLE_SLOTS + 4) * d, norms: normTable!, eps, scale: layerScales[prev]!, out: { buffer: h } },
+      })) : null;
       steps.push({
         label: `${tag}.attn_${projections.map((pr) => pr.name).join('')}`,
         encode: (pass, tokens) => {
+          if (qOwnInput && qFolded(layer.index, tokens)) return qOwnInput.encode(pass, 1);
           if (qkvOne && tokens === 1 && !projections.some((pr) => this.loraStep(pr.info.name))) return qkvOne.encode(pass, 1);
           for (const st of projSteps) st.encode(pass, tokens);
         },
@@ -387,7 +402,7 @@ export class GpuForward {
       steps.push(await this.linearLayer(weights, w.attnOutput, o, a, `${tag}.attn_output`));
       // Whether this call takes the folded norms (see `fusable`): one token, no LoRA terms on gate or up.
       const folded = (tokens: number) => normTable !== null && tokens === 1 && !this.loraStep(w.gate.name) && !this.loraStep(w.up.name);
-      const normAt = (j: number) => (layer.index * 3 + j) * d;
+      const normAt = (j: number) => (layer.index * NORM_TABLE_SLOTS + j) * d;
       // h = h + RMS(a)·w, and the MLP's input norm of the new h, in one dispatch.
       const postAttn = await this.bind(ops.bindRmsNorm({
         maxTokens: T, size: d, x: a, weight: norm(w.postAttnNorm), residual: h, out: h, eps, label: `${tag}.post_attention_norm+ffn_norm`,
@@ -457,11 +472,18 @@ export class GpuForward {
           encode: (pass, tokens) => (gateFolded && folded(tokens) ? gateFolded.encode(pass, 1) : gateStep.encode(pass, tokens)),
         });
         steps.push(await this.linearLayer(weights, w.pleProj!, g, a3, `${tag}.proj`));
-        // h = (hs + RMS(a3)·w)·layer scale, and the next layer's input norm.
-        add(await this.bind(ops.bindRmsNorm({
+        // h = (hs + RMS(a3)·w)·layer scale, and the next layer's input norm (unless the next q forms them).
+        const postNorm = await this.bind(ops.bindRmsNorm({
           maxTokens: T, size: d, x: a3, weight: norm(w.plePostNorm!), residual: hs, out: h, outScale: scale, eps, next: nextNorm,
           label: `${tag}.post_norm+scale${nextNorm ? '+attn_norm' : ''}`,
-        })));
+        }));
+        const next = layer.index + 1;
+        steps.push({
+          label: postNorm.label,
+          encode: (pass, tokens) => {
+            if (!(next < L && qFolded(next, tokens))) postNorm.encode(pass, tokens);
+          },
+        });
       } else {
         add(await this.bind(ops.bindRmsNorm({
           maxTokens: T, size: d, x: a2, weight: norm(w.postFfnNorm), residual: h, out: h, outScale: scale, eps, next: nextNorm,
