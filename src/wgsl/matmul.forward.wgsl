@@ -39,12 +39,14 @@ const TILE_STRIDE: u32 = K_VEC4 + 1u; // vec4s per shared-tile row (one of paddi
 const GROUPS_PER_BLOCK: u32 = W_BLOCK_VALUES / 8u;
 const W_TASKS: u32 = TILE_ROWS * (K_CHUNK / 8u);       // 8-value weight groups per chunk
 const X_TASKS: u32 = TILE_TOKENS * K_VEC4;             // activation vec4s per chunk
-const W_PER_THREAD: u32 = (W_TASKS + WG_SIZE - 1u) / WG_SIZE;
-const X_PER_THREAD: u32 = (X_TASKS + WG_SIZE - 1u) / WG_SIZE;
+const W_PER_THREAD: u32 = W_TASKS / WG_SIZE;
+const X_PER_THREAD: u32 = X_TASKS / WG_SIZE;
 
 const_assert TILE_ROWS == WG_ROWS * ROWS_PER_THREAD;
 const_assert TILE_TOKENS == WG_TOKENS * TOKENS_PER_THREAD;
 const_assert ROWS_PER_THREAD == 4u; // the accumulators hold one vec4 of rows per token
+const_assert W_TASKS % WG_SIZE == 0u; // every thread takes the same number of tasks
+const_assert X_TASKS % WG_SIZE == 0u;
 
 struct Params {
   rows: u32,        // rows to compute
@@ -80,7 +82,7 @@ fn fetch(
     let row = row0 + task / (K_CHUNK / 8u);
     var v0 = vec4<f32>(0.0);
     var v1 = vec4<f32>(0.0);
-    if (task < W_TASKS && row < params.rows) {
+    if (row < params.rows) {
       let k = k0 / 8u + task % (K_CHUNK / 8u);
       let w = w_decode8((params.first_row + row) * row_bytes + (k / GROUPS_PER_BLOCK) * W_BLOCK_BYTES, k % GROUPS_PER_BLOCK);
       v0 = w.scale * w.q0 + w.bias;
@@ -93,7 +95,7 @@ fn fetch(
     let task = li + s * WG_SIZE;
     let tok = tok0 + task / K_VEC4;
     var v = vec4<f32>(0.0);
-    if (task < X_TASKS && tok < count) {
+    if (tok < count) {
       v = x[x_base + tok * x_stride + k0 / 4u + task % K_VEC4];
     }
     (*xv)[s] = v;
@@ -122,18 +124,14 @@ fn main(
   for (var k0 = 0u; k0 < params.cols; k0 += K_CHUNK) {
     for (var s = 0u; s < W_PER_THREAD; s++) {
       let task = li + s * WG_SIZE;
-      if (task < W_TASKS) {
-        let r = task / (K_CHUNK / 8u);
-        let gg = task % (K_CHUNK / 8u);
-        w_tile[r * TILE_STRIDE + 2u * gg] = wv[2u * s];
-        w_tile[r * TILE_STRIDE + 2u * gg + 1u] = wv[2u * s + 1u];
-      }
+      let r = task / (K_CHUNK / 8u);
+      let gg = task % (K_CHUNK / 8u);
+      w_tile[r * TILE_STRIDE + 2u * gg] = wv[2u * s];
+      w_tile[r * TILE_STRIDE + 2u * gg + 1u] = wv[2u * s + 1u];
     }
     for (var s = 0u; s < X_PER_THREAD; s++) {
       let task = li + s * WG_SIZE;
-      if (task < X_TASKS) {
-        x_tile[(task / K_VEC4) * TILE_STRIDE + task % K_VEC4] = xv[s];
-      }
+      x_tile[(task / K_VEC4) * TILE_STRIDE + task % K_VEC4] = xv[s];
     }
     workgroupBarrier();
     if (k0 + K_CHUNK < params.cols) {

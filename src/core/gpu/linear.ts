@@ -82,8 +82,26 @@ export const RESIDUAL_INPUT_STORAGE_BUFFERS = 9;
  */
 export function supportsResidualInput(device: GPUDevice, cols: number): boolean {
   return device.limits.maxStorageBuffersPerShaderStage >= RESIDUAL_INPUT_STORAGE_BUFFERS
-    && cols % 256 === 0 && 4 * cols + cols / 4 + 8 * MATVEC_WG + 8 * MATVEC_WG <= device.limits.maxComputeWorkgroupStorageSize;
+    && cols % 256 === 0 && residualInputSharedBytes(cols) <= device.limits.maxComputeWorkgroupStorageSize;
 }
+
+/** Shared memory of a Q4_K matvec forming a `cols`-value input: the padded input and two reduction arrays. */
+function residualInputSharedBytes(cols: number): number {
+  return 4 * cols + cols / 4 + 8 * MATVEC_WG + 8 * MATVEC_WG;
+}
+
+/**
+ * The bindings of matvec_q4k.forward.wgsl: 0 x, 1 params, 2–4 y0–y2, 5 aux, 6–8 w0–w2, 9–10 the
+ * residual terms, 11 their norms. The input-forming variant leaves out the third weight (4, 8).
+ */
+const Q4K_BINDINGS = { plain: [0, 1, 2, 3, 4, 5, 6, 7, 8], residual: [0, 1, 2, 3, 5, 6, 7, 9, 10, 11] } as const;
+/** A Q4_K matvec's bind group layout, its pipeline layout and the binding numbers it has. */
+interface Q4kLayout {
+  bindings: readonly number[];
+  group: GPUBindGroupLayout;
+  pipeline: GPUPipelineLayout;
+}
+const q4kBindingType = (binding: number): GPUBufferBindingType => (binding === 1 ? 'uniform' : binding >= 2 && binding <= 4 ? 'storage' : 'read-only-storage');
 const REDUCE: ShaderPart = { name: 'matvec_reduce.forward.wgsl', source: matvecReduceSource };
 const REDUCE_SG: ShaderPart = { name: 'matvec_reduce_sg.forward.wgsl', source: matvecReduceSgSource };
 
@@ -383,7 +401,7 @@ export class LinearKernels {
   /** Bound as the unused outputs of a multi matvec (writable bindings may not share a buffer). */
   private readonly placeholderOut: GPUBuffer[];
   private readonly multiLayouts = new Map<number, { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout }>();
-  private readonly q4kLayouts = new Map<number, { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout }>();
+  private readonly q4kLayouts = new Map<number, Q4kLayout>();
   /** Whether the matvecs use subgroup sums (settled on first use). */
   private subgroupsReady: Promise<boolean> | null = null;
   private readonly wantSubgroups: boolean;
@@ -610,30 +628,28 @@ export class LinearKernels {
     if (residual?.out) ys[1] = residual.out.buffer;
     const weights = [0, 1, 2].map((i) => parts[i]?.weight ?? parts[0]!.weight);
     const extra = residual ? [terms[0]!.a, terms[1]?.a ?? terms[0]!.a, residual.norms] : [];
-    // Bindings 0..11 in order; the input-forming variant has no third weight (4, 8).
+    // By binding number (Q4K_BINDINGS); the layout takes those it has.
     const buffers = [b.x, params, ...ys, b.aux ?? this.placeholder, ...weights, ...extra];
     const bindGroup = this.device.createBindGroup({
       label,
       layout: layout.group,
-      entries: buffers.flatMap((buffer, binding) => (residual && (binding === 4 || binding === 8) ? [] : [{ binding, resource: { buffer } }])),
+      entries: layout.bindings.map((binding) => ({ binding, resource: { buffer: buffers[binding]! } })),
     });
     return this.oneTokenDispatch(label, pipeline, bindGroup, groups, params);
   }
 
   /** The bind group layout of the Q4_K matvec: bindings 0–8, or (`residual`) 0–3, 5–7 and the input-forming 9–11. */
-  private q4kLayout(residual: boolean): { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } {
+  private q4kLayout(residual: boolean): Q4kLayout {
     const key = residual ? 1 : 0;
     let layout = this.q4kLayouts.get(key);
     if (!layout) {
-      const entry = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
       const name = residual ? 'matvec_q4k+input_norm' : 'matvec_q4k';
+      const bindings = residual ? Q4K_BINDINGS.residual : Q4K_BINDINGS.plain;
       const group = this.device.createBindGroupLayout({
         label: name,
-        entries: residual
-          ? [entry(0, 'read-only-storage'), entry(1, 'uniform'), entry(2, 'storage'), entry(3, 'storage'), ...[5, 6, 7, 9, 10, 11].map((i) => entry(i, 'read-only-storage'))]
-          : [entry(0, 'read-only-storage'), entry(1, 'uniform'), entry(2, 'storage'), entry(3, 'storage'), entry(4, 'storage'), ...[5, 6, 7, 8].map((i) => entry(i, 'read-only-storage'))],
+        entries: bindings.map((binding) => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: q4kBindingType(binding) } })),
       });
-      layout = { group, pipeline: this.device.createPipelineLayout({ label: name, bindGroupLayouts: [group] }) };
+      layout = { bindings, group, pipeline: this.device.createPipelineLayout({ label: name, bindGroupLayouts: [group] }) };
       this.q4kLayouts.set(key, layout);
     }
     return layout;
@@ -646,7 +662,7 @@ export class LinearKernels {
     };
     if (weights > 2) bad(`a matvec that forms its input takes 1 or 2 weights, not ${weights}`);
     if (!supportsResidualInput(this.device, cols)) {
-      throw new RullamaError('unsupported', `${label}: this device cannot form a ${cols}-value input inside the matvec (it needs ${RESIDUAL_INPUT_STORAGE_BUFFERS} storage buffers per shader stage and ${4 * cols} bytes of shared memory)`);
+      throw new RullamaError('unsupported', `${label}: this device cannot form a ${cols}-value input inside the matvec (it needs ${RESIDUAL_INPUT_STORAGE_BUFFERS} storage buffers per shader stage and ${residualInputSharedBytes(cols)} bytes of shared memory)`);
     }
     if (r.terms.length < 1 || r.terms.length > 2) bad(`the residual input takes 1 or 2 terms, not ${r.terms.length}`);
     if (!(Number.isFinite(r.eps) && r.eps >= 0)) bad(`eps must be finite and ≥ 0, not ${r.eps}`);
