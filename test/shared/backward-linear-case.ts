@@ -10,6 +10,7 @@ import { uploadWeight, weightRowBytes } from '../../src/core/gpu/linear.js';
 import { LossKernels, MASKED_LABEL } from '../../src/core/gpu/loss.js';
 import { GGML_TYPES, GGMLType, typeName } from '../../src/core/gguf/types.js';
 import { dequantize } from '../../src/core/quant/dequant.js';
+import { errorCode } from './error-code.js';
 import { quantize } from '../../src/core/quant/quantize.js';
 import { GpuAdamW, GpuGlobalNorm } from '../../src/core/train/gpu-adamw.js';
 import { AdamW, clipByGlobalNorm, learningRateFactor } from '../../src/core/train/optimizer.js';
@@ -702,14 +703,7 @@ export async function badBindingCodes(device: GPUDevice, linear: LinearBackwardK
   const g = uploadStorage(device, new Float32Array(256), 'g');
   const labels = uploadStorage(device, new Uint32Array(4), 'labels');
   const codes: string[] = [];
-  const attempt = async (fn: () => Promise<unknown>) => {
-    try {
-      await fn();
-      codes.push('none');
-    } catch (e) {
-      codes.push((e as { code?: string }).code ?? String(e));
-    }
-  };
+  const attempt = async (f: () => Promise<unknown>) => codes.push(await errorCode(f));
   await attempt(() => linear.bindMatMulBackward({ weight: w, type: GGMLType.Q8_0, rows: 8, cols: 48, dy: f, dx: g, tokens: 1 })); // cols not a multiple of 32
   await attempt(() => linear.bindMatMulBackward({ weight: w, type: GGMLType.Q8_0, rows: 9, cols: 32, dy: f, dx: g, tokens: 1 })); // weight too short
   await attempt(() => linear.bindMatMulBackward({ weight: w, type: GGMLType.Q8_0, rows: 8, cols: 32, dy: f, dx: g, tokens: 9 })); // dx too small

@@ -10,6 +10,7 @@ import { readBack, uploadStorage } from '../../src/core/gpu/buffers.js';
 import { OpBackwardKernels, type Dispatch } from '../../src/core/gpu/ops-backward.js';
 import { OpKernels, PositionUniform } from '../../src/core/gpu/ops.js';
 import { geluDerivative, rmsNormBackward } from '../../src/core/reference/backward.js';
+import { errorCode } from './error-code.js';
 import { gelu, rmsNorm, rope } from '../../src/core/reference/math.js';
 
 /** GPU vs float64 gradient. */
@@ -845,14 +846,7 @@ export async function badBackwardBindingCodes(ops: OpBackwardKernels): Promise<s
     return b;
   };
   const codes: string[] = [];
-  const attempt = async (f: () => Promise<Dispatch>) => {
-    try {
-      (await f()).destroy();
-      codes.push('none');
-    } catch (e) {
-      codes.push((e as { code?: string }).code ?? String(e));
-    }
-  };
+  const attempt = async (f: () => Promise<Dispatch>) => codes.push(await errorCode(f));
   const position = new PositionUniform(device);
   const [x, y, z, w] = [buf(64), buf(64), buf(64), buf(64)];
   // rms_norm: accepted in place; dx over dy at other rows; dx the same buffer as x; dy too small; in place and accumulating.

@@ -8,6 +8,7 @@ import { PipelineCache, ShaderCompileError } from '../../src/core/gpu/pipelines.
 import { GGML_TYPES, GGMLType, typeName } from '../../src/core/gguf/types.js';
 import { dequantize } from '../../src/core/quant/dequant.js';
 import { quantize } from '../../src/core/quant/quantize.js';
+import { errorCode } from './error-code.js';
 
 /** The tolerance every check must meet (f32 accumulation). */
 export const LINEAR_TOLERANCE = 1e-5;
@@ -45,10 +46,6 @@ function makeMatrix(type: GGMLType, rows: number, cols: number, seed: number): M
   return { type, rows, cols, bytes, values: dequantize(type, bytes, rows * cols) };
 }
 
-/**
- * Relative error of `got` (token t's output row r at got[yOffset + t*yStride + r]) against the
- * float64 product of rows [firstRow, firstRow + rows) with x (token t at x[t*cols]).
- */
 /** Row r of m times x in float64, with Σ|w·x| (the scale its f32 rounding error grows with). */
 function dotRowF64(m: Matrix, r: number, x: ArrayLike<number>): { acc: number; scale: number } {
   let acc = 0;
@@ -61,17 +58,10 @@ function dotRowF64(m: Matrix, r: number, x: ArrayLike<number>): { acc: number; s
   return { acc, scale };
 }
 
-/** The error code `f` throws ('none' when it returns; a returned Dispatch is destroyed). */
-async function errorCode(f: () => Promise<unknown>): Promise<string> {
-  try {
-    const made = await f();
-    (made as Partial<Dispatch> | undefined)?.destroy?.();
-    return 'none';
-  } catch (e) {
-    return (e as { code?: string }).code ?? String(e);
-  }
-}
-
+/**
+ * Relative error of `got` (token t's output row r at got[yOffset + t*yStride + r]) against the
+ * float64 product of rows [firstRow, firstRow + rows) with x (token t at x[t*cols]).
+ */
 function relErr(m: Matrix, x: Float32Array, tokens: number, got: Float32Array, o: { firstRow?: number; rows?: number; yOffset?: number; yStride?: number }): number {
   const firstRow = o.firstRow ?? 0;
   const rows = o.rows ?? m.rows;
@@ -80,14 +70,7 @@ function relErr(m: Matrix, x: Float32Array, tokens: number, got: Float32Array, o
   let worst = 0;
   for (let t = 0; t < tokens; t++) {
     for (let r = 0; r < rows; r++) {
-      let exact = 0;
-      let scale = 0;
-      const w = (firstRow + r) * m.cols;
-      for (let c = 0; c < m.cols; c++) {
-        const p = m.values[w + c]! * x[t * m.cols + c]!;
-        exact += p;
-        scale += Math.abs(p);
-      }
+      const { acc: exact, scale } = dotRowF64(m, firstRow + r, x.subarray(t * m.cols));
       const err = Math.abs(got[yOffset + t * yStride + r]! - exact) / scale;
       worst = Math.max(worst, Number.isNaN(err) ? Infinity : err);
     }

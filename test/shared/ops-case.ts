@@ -9,6 +9,7 @@ import { GGMLType, typeName } from '../../src/core/gguf/types.js';
 import { dequantize } from '../../src/core/quant/dequant.js';
 import { quantize } from '../../src/core/quant/quantize.js';
 import { gelu, rmsNorm, rope } from '../../src/core/reference/math.js';
+import { errorCode } from './error-code.js';
 
 /** The tolerance every check must meet. */
 export const OPS_TOLERANCE = 1e-5;
@@ -596,14 +597,7 @@ export async function badOpBindingCodes(ops: OpKernels): Promise<string[]> {
   const y = buf(1024);
   const position = new PositionUniform(device);
   const codes: string[] = [];
-  const attempt = async (f: () => Promise<unknown>) => {
-    try {
-      await f();
-      codes.push('none');
-    } catch (e) {
-      codes.push((e as { code?: string }).code ?? String(e));
-    }
-  };
+  const attempt = async (f: () => Promise<unknown>) => codes.push(await errorCode(f));
   const p = position.buffer;
   // A sliding window of 8 over blocks of 7 needs 14 slots.
   await attempt(() => ops.bindAttention({ q: x, kCache: buf(13 * 32), vCache: buf(13 * 32), out: y, heads: 4, kvHeads: 1, headDim: 32, capacity: 13, window: 8, position: p, maxTokens: 7 }));

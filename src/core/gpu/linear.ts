@@ -621,8 +621,9 @@ export class LinearKernels {
       b.cols, b.xOffset, b.firstRow, b.epilogue ?? 0, ...rows, b.auxOffset ?? 0, ...yOffsets, firstWg1, firstWg2,
       0, (terms[0]?.norm ?? 0) / 4, (terms[1]?.norm ?? 0) / 4, (residual?.norm ?? 0) / 4, 0,
     ]);
-    new Float32Array(words.buffer).set([residual?.eps ?? 0], 13);
-    new Float32Array(words.buffer).set([residual?.scale ?? 1], 17);
+    const floats = new Float32Array(words.buffer);
+    floats[13] = residual?.eps ?? 0;
+    floats[17] = residual?.scale ?? 1;
     const params = uploadUniform(this.device, words, `${label} params`);
     const ys = b.gelu ? [parts[0]!.y, ...this.placeholderOut] : [0, 1, 2].map((i) => parts[i]?.y ?? this.placeholderOut[i - 1]!);
     if (residual?.out) ys[1] = residual.out.buffer;

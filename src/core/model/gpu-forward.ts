@@ -72,8 +72,9 @@ const f32 = 4;
 const FIRST_SUBMIT_GROUPS = 3;
 /** Groups in each later command buffer of a decode step (see `prepared`) or block. */
 const GROUPS_PER_SUBMIT = 8;
-/** Norm weights a layer keeps in the folded decode's table: post_attn, ffn, post_ffw, post_norm, attn_norm. */
-const NORM_TABLE_SLOTS = 5;
+/** The norm weights a layer keeps in the folded decode's table, in their order there. */
+const NORM_SLOTS = ['postAttnNorm', 'ffnNorm', 'postFfnNorm', 'plePostNorm', 'attnNorm'] as const;
+type NormSlot = (typeof NORM_SLOTS)[number];
 
 /**
  * The Gemma 4 forward pass on the GPU (spec §3) as a chain of bound kernels: every buffer, uniform
@@ -341,12 +342,13 @@ export class GpuForward {
     // in one table ([layer][post_attn, ffn, post_ffw, post_norm, attn_norm][d]).
     const fusable = multi && ple !== null && supportsResidualInput(this.device, d)
       && c.layers.every((l) => [tensors.layers[l.index]!.gate, tensors.layers[l.index]!.up, tensors.layers[l.index]!.pleGate!].every((t) => t.type === GGMLType.Q4_K));
-    const normTable = fusable ? this.buffer('residualNorms', L * NORM_TABLE_SLOTS * d) : null;
+    const normTable = fusable ? this.buffer('residualNorms', L * NORM_SLOTS.length * d) : null;
+    /** Where layer i's norm weights `slot` start in the table (elements). */
+    const normAt = (i: number, slot: NormSlot) => (i * NORM_SLOTS.length + NORM_SLOTS.indexOf(slot)) * d;
     if (normTable) {
       const encoder = this.device.createCommandEncoder({ label: 'residual norm table' });
       for (const layer of c.layers) {
-        const w = tensors.layers[layer.index]!;
-        [w.postAttnNorm, w.ffnNorm, w.postFfnNorm, w.plePostNorm!, w.attnNorm].forEach((info, j) => encoder.copyBufferToBuffer(weights.single(info), 0, normTable, (layer.index * NORM_TABLE_SLOTS + j) * d * f32, d * f32));
+        for (const slot of NORM_SLOTS) encoder.copyBufferToBuffer(weights.single(tensors.layers[layer.index]![slot]!), 0, normTable, normAt(layer.index, slot) * f32, d * f32);
       }
       this.device.queue.submit([encoder.finish()]);
     }
@@ -377,7 +379,7 @@ export class GpuForward {
       const prev = layer.index - 1;
       const qOwnInput = qFolds(layer.index) ? await this.bind(this.linear.bindMatVec({
         weight: weights.single(w.q), type: w.q.type, rows: w.q.dims[1]!, cols: d, x: hs!, y: q, label: `layer${prev}.post_norm+scale+${tag}.attn_norm+attn_q`,
-        residual: { terms: [{ a: a3!, norm: (prev * NORM_TABLE_SLOTS + 3) * d }], norm: (layer.index * NORM_TABLE_SLOTS + 4) * d, norms: normTable!, eps, scale: layerScales[prev]!, out: { buffer: h } },
+        residual: { terms: [{ a: a3!, norm: normAt(prev, 'plePostNorm') }], norm: normAt(layer.index, 'attnNorm'), norms: normTable!, eps, scale: layerScales[prev]!, out: { buffer: h } },
       })) : null;
       steps.push({
         label: `${tag}.attn_${projections.map((pr) => pr.name).join('')}`,
@@ -402,7 +404,6 @@ export class GpuForward {
       steps.push(await this.linearLayer(weights, w.attnOutput, o, a, `${tag}.attn_output`));
       // Whether this call takes the folded norms (see `fusable`): one token, no LoRA terms on gate or up.
       const folded = (tokens: number) => normTable !== null && tokens === 1 && !this.loraStep(w.gate.name) && !this.loraStep(w.up.name);
-      const normAt = (j: number) => (layer.index * NORM_TABLE_SLOTS + j) * d;
       // h = h + RMS(a)·w, and the MLP's input norm of the new h, in one dispatch.
       const postAttn = await this.bind(ops.bindRmsNorm({
         maxTokens: T, size: d, x: a, weight: norm(w.postAttnNorm), residual: h, out: h, eps, label: `${tag}.post_attention_norm+ffn_norm`,
@@ -426,7 +427,7 @@ export class GpuForward {
       const gateUpFolded = normTable ? await this.bind(this.linear.bindMatVecMulti({
         cols: d, x: h, gelu: { y: up }, label: `${tag}.ffn_norm+gate+up+gelu`,
         parts: [w.gate, w.up].map((info) => ({ weight: weights.single(info), type: info.type, rows: info.dims[1]! })),
-        residual: { terms: [{ a, norm: normAt(0) }], norm: normAt(1), norms: normTable, eps },
+        residual: { terms: [{ a, norm: normAt(layer.index, 'postAttnNorm') }], norm: normAt(layer.index, 'ffnNorm'), norms: normTable, eps },
       })) : null;
       // With LoRA terms on up, they join W_up·x before the GELU product, so a token takes the block path.
       const upOne = await matvec(w.up, x, up, `${tag}.ffn_up+gelu`, { kind: 'gelu-aux-times', aux: gate });
@@ -465,7 +466,7 @@ export class GpuForward {
         const gateFolded = normTable ? await this.bind(this.linear.bindMatVec({
           weight: weights.single(w.pleGate!), type: w.pleGate!.type, rows: w.pleGate!.dims[1]!, cols: d, x: h, y: g, label: `${tag}.post_ffw_norm+inp_gate+gelu`,
           epilogue: 'gelu-times-aux', aux: ple, auxOffset: layer.index * P,
-          residual: { terms: [{ a, norm: normAt(0) }, { a: a2, norm: normAt(2) }], norms: normTable, eps, out: { buffer: hs } },
+          residual: { terms: [{ a, norm: normAt(layer.index, 'postAttnNorm') }, { a: a2, norm: normAt(layer.index, 'postFfnNorm') }], norms: normTable, eps, out: { buffer: hs } },
         })) : null;
         steps.push({
           label: gateStep.label,
