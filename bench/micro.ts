@@ -255,6 +255,30 @@ if (process.argv.includes('--record')) {
     bindOnly: (pass, i) => { if (i === 0) pass.setPipeline(pipes[0]!); pass.setBindGroup(0, groups[i]!); pass.dispatchWorkgroups(4); },
     dispatchOnly: (pass, i) => { if (i === 0) { pass.setPipeline(pipes[0]!); pass.setBindGroup(0, groups[0]!); } pass.dispatchWorkgroups(4); },
   };
+  // Bindings per dispatch (a decode step's have 5 to 14): 10-entry bind groups over a ring of 48
+  // buffers, dispatch i writing buffer i and reading the 8 before it (a chain of dependencies, so
+  // Dawn places a barrier before each dispatch); and the same chain with 2-entry groups.
+  const ring = Array.from({ length: 48 }, () => device.createBuffer({ size: 256, usage: S }));
+  const wideCode = `struct C { n: u32 }
+${Array.from({ length: 8 }, (_, j) => `@group(0) @binding(${j}) var<storage, read> r${j}: array<u32>;`).join('\n')}
+@group(0) @binding(8) var<storage, read_write> y: array<u32>;
+@group(0) @binding(9) var<uniform> c: C;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  if (g.x == c.n + 99999u) { y[0] = ${Array.from({ length: 8 }, (_, j) => `r${j}[0]`).join(' + ')}; }
+}`;
+  const wideLayout = device.createBindGroupLayout({ entries: [
+    ...Array.from({ length: 8 }, (_, j): GPUBindGroupLayoutEntry => ({ binding: j, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'read-only-storage' } })),
+    { binding: 8, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } },
+    { binding: 9, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } }] });
+  const widePipes = Array.from({ length: 12 }, (_, i) => device.createComputePipeline({
+    layout: device.createPipelineLayout({ bindGroupLayouts: [wideLayout] }),
+    compute: { module: device.createShaderModule({ code: wideCode.replace('99999u', `${99999 + i}u`) }), entryPoint: 'main' } }));
+  const wideGroups = Array.from({ length: N }, (_, i) => device.createBindGroup({ layout: wideLayout, entries: [
+    ...Array.from({ length: 8 }, (_, j) => ({ binding: j, resource: { buffer: ring[(i + 47 - j) % 48]! } })),
+    { binding: 8, resource: { buffer: ring[i % 48]! } }, { binding: 9, resource: { buffer: ub, size: 16 } }] }));
+  const chainGroups = Array.from({ length: N }, (_, i) => device.createBindGroup({ layout, entries: [{ binding: 0, resource: { buffer: ring[i % 48]! } }, { binding: 1, resource: { buffer: ub, size: 16 } }] }));
+  variants.wide10 = (pass, i) => { pass.setPipeline(widePipes[i % 12]!); pass.setBindGroup(0, wideGroups[i]!); pass.dispatchWorkgroups(4); };
+  variants.chain2 = (pass, i) => { pass.setPipeline(pipes[i % 12]!); pass.setBindGroup(0, chainGroups[i]!); pass.dispatchWorkgroups(4); };
   const out: Record<string, { record_ms: number; finish_submit_ms: number }> = {};
   for (const [name, rec] of Object.entries(variants)) {
     let recordMs = 0;

@@ -4,11 +4,11 @@
 //   k head:  k_cache[slot] = rope(RMS(k) * k_norm)               (HAS_KV)
 //   v head:  v_cache[slot] = RMS(v)                              (HAS_KV; unweighted)
 // with slot = (start + t) % capacity, RoPE NeoX rotate-half over the first `dims` values of each
-// head (pairs (j, j + half)), the frequency table and the angle arithmetic of rope.forward.wgsl
-// (copied below), and the RMS arithmetic and sum order of rms_norm.forward.wgsl (WG_SIZE threads
-// striding the head, then the same shared-memory tree), so the values are those of the separate
-// rms_norm, rope and kv_store dispatches it replaces (two or six per layer) up to the compiler's
-// choice of fused multiply-adds.
+// head (pairs (j, j + half)), the frequency table of rope.forward.wgsl and the angle arithmetic of
+// rope_angle.wgsl (composed before this file), and the RMS arithmetic and sum order of
+// rms_norm.forward.wgsl (WG_SIZE threads striding the head, then the same shared-memory tree), so
+// the values are those of the separate rms_norm, rope and kv_store dispatches it replaces (two or
+// six per layer) up to the compiler's choice of fused multiply-adds.
 //
 // Work split: one workgroup per (token, head slice), slices q heads, then k heads, then v heads,
 // x-fastest over a 2-D grid. The head is read once into shared memory; after the sum each thread
@@ -18,7 +18,6 @@ override HAS_KV: bool = true;
 
 override WG_SIZE: u32 = 256u; // 128 on software devices (ops.ts: fewer emulated threads per barrier)
 const MAX_HEAD_DIM: u32 = 512u;
-const TWO_PI: f32 = 6.283185307179586;
 
 struct Params {
   heads: u32,       // query heads
@@ -59,32 +58,6 @@ struct Position {
 
 var<workgroup> xs: array<f32, MAX_HEAD_DIM>;
 var<workgroup> partial: array<f32, WG_SIZE>;
-
-// pos * (f.x + f.y + f.z) modulo 1 (as rope.forward.wgsl).
-fn turns(pos: u32, f: vec4<f32>) -> f32 {
-  let ph = f32(pos >> 12u) * 4096.0;
-  let pl = f32(pos & 4095u);
-  var u = fract(pl * f.y);
-  u = fract(u + fract(pl * f.x));
-  u = fract(u + fract(ph * f.y));
-  u = fract(u + fract(ph * f.x));
-  return fract(u + f32(pos) * f.z);
-}
-
-// (cos, sin) of 2 pi u for u in [0, 1] (as rope.forward.wgsl).
-fn cos_sin_turns(u: f32) -> vec2<f32> {
-  let quadrant = round(u * 4.0);
-  let r = (u - quadrant * 0.25) * TWO_PI;
-  let r2 = r * r;
-  let s = r * (1.0 + r2 * (-1.0 / 6.0 + r2 * (1.0 / 120.0 + r2 * (-1.0 / 5040.0 + r2 * (1.0 / 362880.0)))));
-  let c = 1.0 + r2 * (-0.5 + r2 * (1.0 / 24.0 + r2 * (-1.0 / 720.0 + r2 * (1.0 / 40320.0 + r2 * (-1.0 / 3628800.0)))));
-  switch (u32(quadrant) & 3u) {
-    case 0u: { return vec2<f32>(c, s); }
-    case 1u: { return vec2<f32>(-s, c); }
-    case 2u: { return vec2<f32>(-c, -s); }
-    default: { return vec2<f32>(s, -c); }
-  }
-}
 
 @compute @workgroup_size(WG_SIZE)
 fn main(

@@ -5,14 +5,13 @@
 // Values past dims are untouched (identity in the forward).
 //
 // The angle is computed exactly as the forward computes it (same frequency table, built by
-// ropeFrequencyTable in ops.ts, and the same two functions below), so the two kernels use the
-// same cos and sin bit for bit and this one is the exact transpose of the forward's rotation,
-// not merely of the ideal one. Keep `turns` and `cos_sin_turns` identical to the forward's.
+// ropeFrequencyTable in ops.ts, and the same two functions of rope_angle.wgsl, composed before
+// this file), so the two kernels use the same cos and sin bit for bit and this one is the exact
+// transpose of the forward's rotation, not merely of the ideal one.
 //
 // Work split: one thread per (token, pair); it loops over the heads with one sin/cos.
 
 const WG_SIZE: u32 = 64u;
-const TWO_PI: f32 = 6.283185307179586;
 
 struct Params {
   heads: u32,
@@ -35,32 +34,6 @@ struct Position {
 @group(0) @binding(2) var<uniform> params: Params;
 @group(0) @binding(3) var<uniform> tokens: Count;
 @group(0) @binding(4) var<uniform> position: Position;
-
-// pos * (f.x + f.y + f.z) modulo 1 (see rope.forward.wgsl for why it is split this way).
-fn turns(pos: u32, f: vec4<f32>) -> f32 {
-  let ph = f32(pos >> 12u) * 4096.0;
-  let pl = f32(pos & 4095u);
-  var u = fract(pl * f.y);
-  u = fract(u + fract(pl * f.x));
-  u = fract(u + fract(ph * f.y));
-  u = fract(u + fract(ph * f.x));
-  return fract(u + f32(pos) * f.z);
-}
-
-// (cos, sin) of 2 pi u for u in [0, 1].
-fn cos_sin_turns(u: f32) -> vec2<f32> {
-  let quadrant = round(u * 4.0);
-  let r = (u - quadrant * 0.25) * TWO_PI;  // in [-pi/4, pi/4]
-  let r2 = r * r;
-  let s = r * (1.0 + r2 * (-1.0 / 6.0 + r2 * (1.0 / 120.0 + r2 * (-1.0 / 5040.0 + r2 * (1.0 / 362880.0)))));
-  let c = 1.0 + r2 * (-0.5 + r2 * (1.0 / 24.0 + r2 * (-1.0 / 720.0 + r2 * (1.0 / 40320.0 + r2 * (-1.0 / 3628800.0)))));
-  switch (u32(quadrant) & 3u) {
-    case 0u: { return vec2<f32>(c, s); }
-    case 1u: { return vec2<f32>(-s, c); }
-    case 2u: { return vec2<f32>(-c, -s); }
-    default: { return vec2<f32>(s, -c); }
-  }
-}
 
 @compute @workgroup_size(WG_SIZE)
 fn main(

@@ -29,7 +29,7 @@ import rmsNormBackwardSource from '../../wgsl/rms_norm.backward.wgsl';
 import ropeBackwardSource from '../../wgsl/rope.backward.wgsl';
 import { RullamaError } from '../errors.js';
 import type { Dispatch } from './linear.js';
-import { ropeFrequencyTable, type RopeBinding } from './ops.js';
+import { ROPE_ANGLE, ropeFrequencyTable, type RopeBinding } from './ops.js';
 import { PipelineCache, type ShaderPart } from './pipelines.js';
 import { CountTable, countLayoutEntry } from './token-counts.js';
 import { wgslConst } from './weight-snippets.js';
@@ -303,7 +303,7 @@ export class OpBackwardKernels {
     const half = dims / 2;
 
     const layout = this.layout('rope_backward', ['read', 'write', 'uniform', 'count', 'uniform']);
-    const pipeline = await this.pipelines.get({ name: 'rope_backward', parts: [ROPE_BACKWARD], layout: layout.pipeline });
+    const pipeline = await this.pipelines.get({ name: 'rope_backward', parts: [ROPE_ANGLE, ROPE_BACKWARD], layout: layout.pipeline });
     const table = this.ropeTable(dims, b.base, b.factors ? b.factors.subarray(0, half) : null);
     const params = this.params(label, [b.heads, b.headDim, half, x.offset, x.stride], []);
     const group = this.bindGroup(label, layout, [table, b.x, params], maxTokens, b.position);
