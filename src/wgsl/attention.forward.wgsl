@@ -4,9 +4,7 @@
 // over the key positions j with j <= pos and (window == 0 or pos - j < window); query head h reads
 // kv head h / group. Gemma 4 uses scale = 1.
 //
-// The generated part before this file defines HEAD_DIM (a multiple of 32, at most MAX_HEAD_DIM)
-// and declares the caches, bindings 1 and 2 (`k_cache`, `v_cache`, array<vec4<f32>>): read-only,
-// or read_write where attention_rope.forward.wgsl follows and stores the decode token's key.
+// The generated part before this file defines HEAD_DIM (a multiple of 32, at most MAX_HEAD_DIM).
 //
 // Buffers are read and written as vec4: q, out and the caches need offsets and strides that are
 // multiples of 4 elements. Caches: k_cache and v_cache are f32 [capacity][kv_stride] with kv head g
@@ -74,7 +72,6 @@ struct Params {
   kv_stride: u32,    // elements per cache slot (kv_heads * HEAD_DIM)
   ml_base: u32,      // vec4 index where the (m, l) of each part start in scratch
   scale: f32,
-  eps: f32,          // the q/k norms' epsilon (attention_rope.forward.wgsl)
 }
 
 struct Count {
@@ -86,6 +83,8 @@ struct Position {
 }
 
 @group(0) @binding(0) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> k_cache: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> v_cache: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> scratch: array<vec4<f32>>;
 @group(0) @binding(5) var<uniform> params: Params;
@@ -540,53 +539,26 @@ fn ds_keys() -> vec3<u32> {
   return vec3<u32>(lo, n, per);
 }
 
-// The query head whose score thread li helps with, in workgroups of kv head kvh (pair li / DS_LANES
-// = (local head, key of the round)).
-fn ds_score_head(kvh: u32, li: u32) -> u32 {
-  return kvh * params.group + (li / DS_LANES) / (DS_PAIRS / params.group);
-}
-
 @compute @workgroup_size(DS_WG)
 fn decode_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let k_first = ds_first_keys(wid.x, wid.y, li);
-  let qb = (params.q_offset + ds_score_head(wid.y, li) * HEAD_DIM) / 4u + li % DS_LANES;
-  var qv: array<vec4<f32>, DS_SCORE4>;
-  for (var i = 0u; i < DS_SCORE4; i++) {
-    qv[i] = q[qb + DS_LANES * i];
-  }
-  ds_attend(wid.x, wid.y, li, qv, k_first);
-}
-
-// This lane's vec4s of the key it scores in the first round of split `split` (zero past the
-// split's keys): loaded up front, so their latency overlaps the query's.
-fn ds_first_keys(split: u32, kvh: u32, li: u32) -> array<vec4<f32>, DS_SCORE4> {
-  let keys = ds_keys();
-  let k_begin = split * keys.z;
-  let kk = k_begin + (li / DS_LANES) % (DS_PAIRS / params.group);
-  var kv: array<vec4<f32>, DS_SCORE4>;
-  for (var i = 0u; i < DS_SCORE4; i++) {
-    kv[i] = vec4<f32>(0.0);
-  }
-  if (kk < min(keys.y, k_begin + keys.z)) {
-    let kb = cache_row(keys.x + kk, kvh) + li % DS_LANES;
-    for (var i = 0u; i < DS_SCORE4; i++) {
-      kv[i] = k_cache[kb + DS_LANES * i];
-    }
-  }
-  return kv;
-}
-
-// Split `split` of kv head kvh, with qv this lane's vec4s lane, lane + DS_LANES, ... of its score
-// head's q, and k_first those of its first key (ds_first_keys).
-fn ds_attend(split: u32, kvh: u32, li: u32, qv: array<vec4<f32>, DS_SCORE4>, k_first: array<vec4<f32>, DS_SCORE4>) {
+  let split = wid.x;
+  let kvh = wid.y;
   let group = params.group;
   let ks = DS_PAIRS / group;              // keys per round
   let keys = ds_keys();
   let lo = keys.x;
   let k_begin = split * keys.z;
   let k_end = min(keys.y, k_begin + keys.z);
+
+  // Score mapping: pair = (local head, key of the round), DS_LANES lanes each.
   let pair = li / DS_LANES;
   let lane = li % DS_LANES;
+  let s_head = kvh * group + pair / ks;
+  let qb = (params.q_offset + s_head * HEAD_DIM) / 4u;
+  var qv: array<vec4<f32>, DS_SCORE4>;
+  for (var i = 0u; i < DS_SCORE4; i++) {
+    qv[i] = q[qb + lane + DS_LANES * i];
+  }
   if (li < group) {
     ds_m[li] = NEG;
     ds_l[li] = 0.0;
@@ -603,12 +575,10 @@ fn ds_attend(split: u32, kvh: u32, li: u32, qv: array<vec4<f32>, DS_SCORE4>, k_f
     var a = vec4<f32>(0.0);
     var b = vec4<f32>(0.0);
     if (kk < k_end) {
-      var kv = k_first;
-      if (k0 != k_begin) {
-        let kb = cache_row(lo + kk, kvh) + lane;
-        for (var i = 0u; i < DS_SCORE4; i++) {
-          kv[i] = k_cache[kb + DS_LANES * i];
-        }
+      let kb = cache_row(lo + kk, kvh) + lane;
+      var kv: array<vec4<f32>, DS_SCORE4>;
+      for (var i = 0u; i < DS_SCORE4; i++) {
+        kv[i] = k_cache[kb + DS_LANES * i];
       }
       for (var i = 0u; i < DS_SCORE4; i++) {
         a += qv[i] * kv[i];

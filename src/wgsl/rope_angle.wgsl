@@ -1,5 +1,5 @@
-// RoPE angles, shared by the kernels that rotate (rope forward and backward, qk_norm_rope, the
-// head-group decode with its own q/k norms): the (cos, sin) of position pos times a frequency.
+// RoPE angles, shared by the kernels that rotate (rope forward and backward, qk_norm_rope): the
+// (cos, sin) of position pos times a frequency.
 //
 // Angles reach 10^5 radians and more, beyond what f32 sin/cos (or f32 products) can
 // take directly. freqs[j] holds w_j / (2 pi), turns per position, as three f32 a + b + c (built

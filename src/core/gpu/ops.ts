@@ -34,7 +34,6 @@
  * {@link PipelineCache}. Bindings are ordered inputs → outputs → params → counts (→ position).
  */
 import attentionSource from '../../wgsl/attention.forward.wgsl';
-import attentionRopeSource from '../../wgsl/attention_rope.forward.wgsl';
 import elementwiseSource from '../../wgsl/elementwise.forward.wgsl';
 import embedSource from '../../wgsl/embed.forward.wgsl';
 import kvStoreSource from '../../wgsl/kv_store.forward.wgsl';
@@ -65,7 +64,6 @@ const QK_NORM_ROPE: ShaderPart = { name: 'qk_norm_rope.forward.wgsl', source: qk
 /** Largest head dim the fused q/k norm + RoPE kernel takes (one head in shared memory). */
 export const QK_NORM_ROPE_MAX_HEAD_DIM = wgslConst(qkNormRopeSource, 'MAX_HEAD_DIM');
 const ATTENTION: ShaderPart = { name: 'attention.forward.wgsl', source: attentionSource };
-const ATTENTION_ROPE: ShaderPart = { name: 'attention_rope.forward.wgsl', source: attentionRopeSource };
 const ELEMENTWISE: ShaderPart = { name: 'elementwise.forward.wgsl', source: elementwiseSource };
 
 const EMBED_WG = wgslConst(embedSource, 'WG_SIZE');
@@ -84,10 +82,6 @@ export const ATTENTION_MAX_HEAD_DIM = wgslConst(attentionSource, 'MAX_HEAD_DIM')
 export const ATTENTION_DECODE_MAX_KEYS = wgslConst(attentionSource, 'DEC_MAX_KEYS');
 /** Key splits (workgroups per kv head) of the head-group decode kernel. */
 const ATTENTION_DECODE_SPLITS = wgslConst(attentionSource, 'DS_SPLITS');
-/** Lanes of a head-group decode score: a lane holds every DS_LANES-th vec4 of the head. */
-const ATTENTION_DECODE_LANES = wgslConst(attentionSource, 'DS_LANES');
-/** Storage buffers of the head-group decode with its own q/k norms (q, caches, out, scratch, RoPE table, norms, k, v). */
-const ATTENTION_ROPE_STORAGE_BUFFERS = 9;
 /** The most vec4s of a head one workgroup of the decode kernel computes. */
 const ATTENTION_DECODE_SLICE = wgslConst(attentionSource, 'DEC_SLICE_MAX');
 /** Attention splits the keys until about this many workgroups run (row blocks × kv heads × splits). */
@@ -357,33 +351,6 @@ export interface AttentionBinding extends BlockBinding {
    * on a software device (where long per-workgroup loops between barriers cost most).
    */
   decodeKernel?: 'head-groups' | 'one-pass' | 'tiled';
-  /**
-   * q/k norms, RoPE and the KV store of a one-token call, done by the head-group decode itself
-   * (attention_rope.forward.wgsl): q is then the raw projection, and with `kv` the token's raw k
-   * and v go normed (k rotated) into the caches first. Applies where the returned dispatch's
-   * `decodeNormsQk` says so (head-group decode, dims / 2 a multiple of 32, 9 storage buffers);
-   * blocks, and one-token calls where it does not apply, need qk_norm_rope before attention.
-   */
-  decodeQkNorm?: DecodeQkNorm;
-}
-
-/** The part of {@link QkNormRopeBinding} that {@link AttentionBinding.decodeQkNorm} takes over. */
-export interface DecodeQkNorm {
-  /** Rotated values per head (even, at most headDim; default headDim). */
-  dims?: number;
-  base: number;
-  /** As {@link RopeBinding.factors}. */
-  factors?: Float32Array;
-  /** F32 [headDim] q_norm weight (from offset 0). */
-  qNorm: GPUBuffer;
-  eps: number;
-  /** One token's raw k and v, f32 [kvHeads][headDim] from offset 0, and the F32 [headDim] k_norm weight. */
-  kv?: { k: GPUBuffer; v: GPUBuffer; kNorm: GPUBuffer };
-}
-
-/** An attention binding; `decodeNormsQk`: whether one-token calls do the q/k norms, RoPE and KV store themselves. */
-export interface AttentionDispatch extends Dispatch {
-  readonly decodeNormsQk: boolean;
 }
 
 /** Token rows of one operand: element (t, i) at buffer[offset + t·stride + i]. */
@@ -719,7 +686,13 @@ export class OpKernels {
     const maxTokens = this.checkTokens(label, b.maxTokens);
     const { heads, headDim } = b;
     if (!isCount(heads) || !isCount(headDim) || headDim > QK_NORM_ROPE_MAX_HEAD_DIM) bad(label, `heads ${heads} and headDim ${headDim} must be positive integers, headDim at most ${QK_NORM_ROPE_MAX_HEAD_DIM}`);
-    checkRope(label, dims, headDim, b.base, b.factors, b.eps);
+    if (!isCount(dims) || dims % 2 !== 0 || dims > headDim) bad(label, `dims must be even and at most headDim (${headDim}), not ${dims}`);
+    if (!(b.base > 0) || !Number.isFinite(b.base)) bad(label, `base must be positive, not ${b.base}`);
+    if (b.factors) {
+      if (b.factors.length < dims / 2) bad(label, `factors has ${b.factors.length} values, ${dims / 2} are needed`);
+      for (let j = 0; j < dims / 2; j++) if (!(b.factors[j]! > 0) || !Number.isFinite(b.factors[j]!)) bad(label, `factor ${j} (${b.factors[j]}) must be positive and finite`);
+    }
+    if (!Number.isFinite(b.eps) || b.eps < 0) bad(label, `eps must be finite and non-negative, not ${b.eps}`);
     const q = this.operand(label, 'q', b.q, b.qOffset, b.qStride, heads * headDim, maxTokens);
     const qwOffset = b.qNormOffset ?? 0;
     this.checkStorage(label, 'qNorm', b.qNorm);
@@ -802,7 +775,7 @@ export class OpKernels {
    * at position start + t (see {@link AttentionBinding}). Records one dispatch, plus a combine
    * dispatch when the call's token count is small enough for the keys to be split.
    */
-  async bindAttention(b: AttentionBinding): Promise<AttentionDispatch> {
+  async bindAttention(b: AttentionBinding): Promise<Dispatch> {
     const window = b.window ?? 0;
     const label = b.label ?? `attention ${b.heads}/${b.kvHeads}x${b.headDim}${window ? ` window ${window}` : ''}`;
     const maxTokens = this.checkTokens(label, b.maxTokens);
@@ -859,17 +832,8 @@ export class OpKernels {
     const scratch = this.scratchBuffer(scratchBytes);
     if (4 * scratchVec4 > 2 ** 32 - 1) bad(label, 'the split scratch holds more than 2^32 values; lower maxSplits');
 
-    const kinds: EntryKind[] = ['read', 'read', 'read', 'write', 'write', 'uniform', 'count', 'count', 'uniform'];
-    const layout = this.layout('attention', kinds);
-    // The generated part: HEAD_DIM and the caches, read-only but where the decode stores k and v.
-    const constants = (cacheAccess: 'read' | 'read_write'): ShaderPart => ({
-      name: 'attention constants',
-      source: [
-        `const HEAD_DIM: u32 = ${headDim}u;`,
-        `@group(0) @binding(1) var<storage, ${cacheAccess}> k_cache: array<vec4<f32>>;`,
-        `@group(0) @binding(2) var<storage, ${cacheAccess}> v_cache: array<vec4<f32>>;`,
-      ].join('\n'),
-    });
+    const layout = this.layout('attention', ['read', 'read', 'read', 'write', 'write', 'uniform', 'count', 'count', 'uniform']);
+    const constants: ShaderPart = { name: 'attention constants', source: `const HEAD_DIM: u32 = ${headDim}u;` };
     // One-token calls: the one-pass kernel when every query sees at most DEC_MAX_KEYS keys.
     const rowKeys = window > 0 ? Math.min(window, capacity) : neverWraps ? maxPosition! + 1 : capacity;
     // Workgroups of the decode kernel: (query head, slice of DEC_SLICE_MAX vec4s of the head).
@@ -879,7 +843,7 @@ export class OpKernels {
     const useHeadGroups = wanted === 'head-groups' && 32 % group === 0 && kvHeads <= this.maxGroups && heads <= this.maxGroups;
     const useDecode = !useHeadGroups && wanted !== 'tiled' && rowKeys <= ATTENTION_DECODE_MAX_KEYS && decodeCount <= this.maxGroups ** 2;
     const entry = (name: string, entryPoint?: string) =>
-      this.pipelines.get({ name, dtype: `hd${headDim}`, parts: [constants('read'), ATTENTION], layout: layout.pipeline, entryPoint });
+      this.pipelines.get({ name, dtype: `hd${headDim}`, parts: [constants, ATTENTION], layout: layout.pipeline, entryPoint });
     const [main, combine, decode, headSplit, headCombine] = await Promise.all([
       entry('attention'),
       entry('attention_combine', 'combine'),
@@ -887,58 +851,21 @@ export class OpKernels {
       useHeadGroups ? entry('attention_decode_split', 'decode_split') : null,
       useHeadGroups ? entry('attention_decode_combine', 'decode_combine') : null,
     ]);
-    const rope = b.decodeQkNorm;
-    const eps = rope?.eps ?? 0;
-    const ropeDims = rope?.dims ?? headDim;
-    if (rope) {
-      checkRope(label, ropeDims, headDim, rope.base, rope.factors, eps);
-      const norms = rope.kv ? [['qNorm', rope.qNorm], ['kNorm', rope.kv.kNorm]] as const : [['qNorm', rope.qNorm]] as const;
-      for (const [name, w] of norms) {
-        this.checkStorage(label, name, w);
-        if (w.size < 4 * headDim) bad(label, `${name} has ${w.size} bytes, ${4 * headDim} are needed`);
-      }
-      for (const [name, x] of rope.kv ? [['k', rope.kv.k], ['v', rope.kv.v]] as const : []) {
-        this.checkStorage(label, name, x);
-        if (x.size < 4 * kvStride) bad(label, `${name} has ${x.size} bytes, one token of ${kvStride} needs ${4 * kvStride}`);
-        if (x === b.kCache || x === b.vCache || x === b.out) bad(label, `${name} must differ from the caches and out`);
-      }
-    }
-    const params = this.params(label, [heads, kvHeads, group, capacity, window, q.offset, q.stride, out.offset, out.stride, kvStride, mlBase], [scale, eps]);
+    const params = this.params(label, [heads, kvHeads, group, capacity, window, q.offset, q.stride, out.offset, out.stride, kvStride, mlBase], [scale]);
     // Two counts: the call's token count (binding 6) and its key splits (binding 7).
     const countMax = Math.max(maxTokens, ATTENTION_MAX_SPLITS);
     const bindGroup = this.bindGroup(label, layout, [b.q, b.kCache, b.vCache, b.out, scratch, params], countMax, b.position, 2);
-
-    // The head-group decode with its own q/k norms, RoPE and KV store (attention_rope.forward.wgsl).
-    let ropeDecode: { split: GPUComputePipeline; combine: GPUComputePipeline; group: GPUBindGroup } | null = null;
-    if (rope) {
-      const half = ropeDims / 2;
-      const fits = useHeadGroups && half % (4 * ATTENTION_DECODE_LANES) === 0 && this.device.limits.maxStorageBuffersPerShaderStage >= ATTENTION_ROPE_STORAGE_BUFFERS;
-      if (fits) {
-        const ropeLayout = this.layout('attention_rope', [...kinds.map((k, i) => (i === 1 || i === 2 ? 'write' : k)), 'read', 'read', 'read', 'read', 'read']);
-        const ropeEntry = (name: string, entryPoint: string) =>
-          this.pipelines.get({
-            name, dtype: `hd${headDim}`, constants: { HALF: half, STORE_KV: rope.kv ? 1 : 0 }, entryPoint,
-            parts: [constants('read_write'), ROPE_ANGLE, ATTENTION, ATTENTION_ROPE], layout: ropeLayout.pipeline,
-          });
-        const [split, ropeCombine] = await Promise.all([ropeEntry('attention_decode_split_rope', 'decode_split_rope'), ropeEntry('attention_decode_combine_rope', 'decode_combine')]);
-        const table = this.ropeTable(ropeDims, rope.base, rope.factors ? rope.factors.subarray(0, half) : null);
-        const ph = this.placeholder;
-        const more = rope.kv ? [table, rope.qNorm, rope.kv.kNorm, rope.kv.k, rope.kv.v] : [table, rope.qNorm, ph, ph, ph];
-        const group = this.bindGroup(`${label} (q/k norms, RoPE)`, ropeLayout, [b.q, b.kCache, b.vCache, b.out, scratch, params], countMax, b.position, 2, more);
-        ropeDecode = { split, combine: ropeCombine, group };
-      }
-    }
-    const dispatch = this.dispatch(
+    return this.dispatch(
       label,
       maxTokens,
       2,
       (pass, tokens, offsets) => {
         if (tokens === 1 && headSplit && headCombine) {
           offsets[1] = this.counts.offset(1);
-          pass.setPipeline(ropeDecode?.split ?? headSplit);
-          pass.setBindGroup(0, ropeDecode?.group ?? bindGroup, offsets);
+          pass.setPipeline(headSplit);
+          pass.setBindGroup(0, bindGroup, offsets);
           pass.dispatchWorkgroups(ATTENTION_DECODE_SPLITS, kvHeads);
-          pass.setPipeline(ropeDecode?.combine ?? headCombine);
+          pass.setPipeline(headCombine);
           pass.dispatchWorkgroups(heads);
           return;
         }
@@ -963,7 +890,6 @@ export class OpKernels {
       },
       () => params.destroy(),
     );
-    return { ...dispatch, decodeNormsQk: ropeDecode !== null };
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1167,13 +1093,3 @@ export class OpKernels {
   }
 }
 
-/** The checks of a q/k norm + RoPE binding (qk_norm_rope, or the head-group decode's own). */
-function checkRope(label: string, dims: number, headDim: number, base: number, factors: Float32Array | undefined, eps: number): void {
-  if (!isCount(dims) || dims % 2 !== 0 || dims > headDim) bad(label, `dims must be even and at most headDim (${headDim}), not ${dims}`);
-  if (!(base > 0) || !Number.isFinite(base)) bad(label, `base must be positive, not ${base}`);
-  if (factors) {
-    if (factors.length < dims / 2) bad(label, `factors has ${factors.length} values, ${dims / 2} are needed`);
-    for (let j = 0; j < dims / 2; j++) if (!(factors[j]! > 0) || !Number.isFinite(factors[j]!)) bad(label, `factor ${j} (${factors[j]}) must be positive and finite`);
-  }
-  if (!Number.isFinite(eps) || eps < 0) bad(label, `eps must be finite and non-negative, not ${eps}`);
-}

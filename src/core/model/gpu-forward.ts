@@ -86,8 +86,7 @@ type NormSlot = (typeof NORM_SLOTS)[number];
  * (qk_norm_rope). Decode-only fusions (a token without LoRA terms on the weights concerned): q, k
  * and v are one matvec dispatch, gate, up and their GELU product another, the per-layer input's
  * GELU product sits in the inp_gate matvec's epilogue, attention takes the head-group decode
- * kernel, which also does the q/k norms, RoPE and KV store (no qk_norm_rope dispatch), and the
- * output norm reads h in the chain's compute pass. On Q4_K models
+ * kernel, and the output norm reads h in the chain's compute pass. On Q4_K models
  * with per-layer embeddings (E2B), decode also folds the norms after attention and after the MLP
  * into the gate+up and inp_gate matvecs (they form their inputs from h and the block outputs; see
  * MatVecResidualInput): h then changes once a layer, in the norm that ends it, which in turn folds
@@ -232,7 +231,7 @@ export class GpuForward {
     return b;
   }
 
-  private async bind<D extends Dispatch>(d: Promise<D>): Promise<D> {
+  private async bind(d: Promise<Dispatch>): Promise<Dispatch> {
     const dispatch = await d;
     this.dispatches.push(dispatch);
     return dispatch;
@@ -367,8 +366,7 @@ export class GpuForward {
       this.groups.push(steps);
       const norm = (info: GGUFTensorInfo) => weights.single(info);
       // Attention block: q (and k, v on layers with their own KV) — one dispatch for a token
-      // without LoRA terms on them —, then q/k norms, RoPE and the KV store in one dispatch (in
-      // the attention's own for a token, where it can), then attention.
+      // without LoRA terms on them —, then q/k norms, RoPE and the KV store in one dispatch.
       const cache = this.kv.forLayer(layer.kvLayer);
       const ownKv = layer.kvLayer === layer.index;
       const projections = [{ info: w.q, y: q, name: 'q' }, ...(ownKv ? [{ info: w.k!, y: k, name: 'k' }, { info: w.v!, y: v, name: 'v' }] : [])];
@@ -391,27 +389,18 @@ export class GpuForward {
           for (const st of projSteps) st.encode(pass, tokens);
         },
       });
-      const factors = layer.sliding || !ropeFactors ? undefined : ropeFactors.subarray(0, layer.ropeDims / 2);
-      const qkNorm = await this.bind(ops.bindQkNormRope({
-        maxTokens: T, q, heads: nq, headDim: hd, dims: layer.ropeDims, base: layer.ropeBase, factors,
+      add(await this.bind(ops.bindQkNormRope({
+        maxTokens: T, q, heads: nq, headDim: hd, dims: layer.ropeDims, base: layer.ropeBase,
+        factors: layer.sliding || !ropeFactors ? undefined : ropeFactors.subarray(0, layer.ropeDims / 2),
         qNorm: norm(w.qNorm), eps, position: this.position.buffer,
         kv: ownKv ? { k, v, kvHeads: layer.kvHeads, kNorm: norm(w.kNorm!), kCache: cache.keys, vCache: cache.values, capacity: cache.capacity } : undefined,
         label: `${tag}.qk_norm_rope${ownKv ? '+kv_store' : ''}`,
-      }));
-      // The head-group decode does a token's q/k norms, RoPE and KV store itself where it can.
-      const attention = await this.bind(ops.bindAttention({
+      })));
+      add(await this.bind(ops.bindAttention({
         maxTokens: T, q, kCache: cache.keys, vCache: cache.values, out: o, heads: nq, kvHeads: layer.kvHeads, headDim: hd,
         capacity: cache.capacity, window: layer.sliding ? c.slidingWindow : 0, maxPosition: this.options.contextSize - 1,
         position: this.position.buffer, decodeKernel: profile === 'gpu' ? 'head-groups' : 'tiled', label: `${tag}.attention`,
-        decodeQkNorm: profile === 'gpu' ? { dims: layer.ropeDims, base: layer.ropeBase, factors, qNorm: norm(w.qNorm), eps, kv: ownKv ? { k, v, kNorm: norm(w.kNorm!) } : undefined } : undefined,
-      }));
-      steps.push({
-        label: qkNorm.label,
-        encode: (pass, tokens) => {
-          if (!(tokens === 1 && attention.decodeNormsQk)) qkNorm.encode(pass, tokens);
-        },
-      });
-      add(attention);
+      })));
       steps.push(await this.linearLayer(weights, w.attnOutput, o, a, `${tag}.attn_output`));
       // Whether this call takes the folded norms (see `fusable`): one token, no LoRA terms on gate or up.
       const folded = (tokens: number) => normTable !== null && tokens === 1 && !this.loraStep(w.gate.name) && !this.loraStep(w.up.name);
