@@ -6,7 +6,9 @@
  * and checked against the production kernel's output before they are timed.
  *
  * Built by bench/rollup.bench.mjs into bench/dist/micro.mjs:  node bench/dist/micro.mjs [--reps 40]
- * With --record it times instead what recording a decode step's dispatches costs on the CPU.
+ * With --record it times instead what recording a decode step's dispatches costs on the CPU, and
+ * with --int8 the arithmetic rate of f32 vec4 fma against WGSL's dot4I8Packed (what an int8 path
+ * for prefill's matmuls could gain).
  */
 import { openDevice } from '../src/core/gpu/device.js';
 import { LinearKernels } from '../src/core/gpu/linear.js';
@@ -299,6 +301,53 @@ ${Array.from({ length: 8 }, (_, j) => `@group(0) @binding(${j}) var<storage, rea
     log(`${name}: ${JSON.stringify(out[name])}`);
   }
   console.log(JSON.stringify({ device: description, dispatches: N, results: out }, null, 1));
+  process.exit(0);
+}
+
+// --int8: multiply-adds per second of f32 vec4 fma chains against dot4I8Packed chains (8
+// independent accumulators a thread, every lane's result used so none is optimised away), on a
+// grid of 132 × 64 workgroups of 256 threads. Counts a multiply and an add as 2 operations.
+if (process.argv.includes('--int8')) {
+  if (!gpu.wgslLanguageFeatures.has('packed_4x8_integer_dot_product')) throw new Error('no packed_4x8_integer_dot_product on this adapter');
+  const steps = 2048;
+  const groups = 132 * 64;
+  const chains = (init: string, step: (j: number) => string, sum: string) => `@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  ${Array.from({ length: 8 }, (_, j) => `var a${j} = ${init.replaceAll('J', String(j))};`).join(' ')}
+  for (var i = 0u; i < ${steps}u; i++) { ${Array.from({ length: 8 }, (_, j) => step(j)).join(' ')} }
+  if (${sum} == 12345) { out[0] = 1u; }
+}`;
+  const kernels = {
+    f32_fma: chains('vec4<f32>(f32(g.x + Ju))', (j) => `a${j} = fma(a${j}, vec4<f32>(0.999), vec4<f32>(0.001));`,
+      `i32(dot(${Array.from({ length: 8 }, (_, j) => `a${j}`).join(' + ')}, vec4<f32>(1.0)))`),
+    dot4I8Packed: chains('i32(g.x + Ju)', (j) => `a${j} += dot4I8Packed(0x01020304u ^ g.x ^ ${j}u, 0x05060708u + i);`,
+      Array.from({ length: 8 }, (_, j) => `a${j}`).join(' + ')),
+  };
+  const out = device.createBuffer({ size: 16, usage: S });
+  const results: Record<string, { ms_per_dispatch: number; tops: number }> = {};
+  for (const [name, code] of Object.entries(kernels)) {
+    const pl = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code }), entryPoint: 'main' } });
+    const bg = device.createBindGroup({ layout: pl.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: out } }] });
+    const run = async (reps: number) => {
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      pass.setPipeline(pl);
+      pass.setBindGroup(0, bg);
+      for (let r = 0; r < reps; r++) pass.dispatchWorkgroups(groups);
+      pass.end();
+      const t0 = performance.now();
+      device.queue.submit([enc.finish()]);
+      await device.queue.onSubmittedWorkDone();
+      return (performance.now() - t0) / reps;
+    };
+    await run(2);
+    const ms = Math.min(await run(10), await run(10));
+    // 8 chains × 4 multiply-adds (a vec4 fma, or a 4-wide dot) a step, 2 operations each.
+    const tops = (groups * 256 * steps * 8 * 4 * 2) / ms / 1e9;
+    results[name] = { ms_per_dispatch: Math.round(ms * 1000) / 1000, tops: Math.round(tops * 10) / 10 };
+    log(`${name}: ${JSON.stringify(results[name])}`);
+  }
+  console.log(JSON.stringify({ device: description, threads: groups * 256, steps, results }, null, 1));
   process.exit(0);
 }
 
