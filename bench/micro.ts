@@ -239,9 +239,10 @@ if (process.argv.includes('--record')) {
   const dynLayout = device.createBindGroupLayout({ entries: [
     { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } },
     { binding: 1, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true } }] });
-  const mk = (l: GPUBindGroupLayout, i: number) => device.createComputePipeline({
+  // Pipeline i of a layout: the shader with its own constant, so that no two pipelines are the same.
+  const mk = (l: GPUBindGroupLayout, i: number, source = code) => device.createComputePipeline({
     layout: device.createPipelineLayout({ bindGroupLayouts: [l] }),
-    compute: { module: device.createShaderModule({ code: code.replace('99999u', `${99999 + i}u`) }), entryPoint: 'main' } });
+    compute: { module: device.createShaderModule({ code: source.replace('99999u', `${99999 + i}u`) }), entryPoint: 'main' } });
   const pipes = Array.from({ length: 12 }, (_, i) => mk(layout, i));
   const dynPipes = Array.from({ length: 12 }, (_, i) => mk(dynLayout, i));
   const yb = device.createBuffer({ size: 64, usage: S });
@@ -272,9 +273,7 @@ ${Array.from({ length: 8 }, (_, j) => `@group(0) @binding(${j}) var<storage, rea
     ...Array.from({ length: 8 }, (_, j): GPUBindGroupLayoutEntry => ({ binding: j, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'read-only-storage' } })),
     { binding: 8, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } },
     { binding: 9, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } }] });
-  const widePipes = Array.from({ length: 12 }, (_, i) => device.createComputePipeline({
-    layout: device.createPipelineLayout({ bindGroupLayouts: [wideLayout] }),
-    compute: { module: device.createShaderModule({ code: wideCode.replace('99999u', `${99999 + i}u`) }), entryPoint: 'main' } }));
+  const widePipes = Array.from({ length: 12 }, (_, i) => mk(wideLayout, i, wideCode));
   const wideGroups = Array.from({ length: N }, (_, i) => device.createBindGroup({ layout: wideLayout, entries: [
     ...Array.from({ length: 8 }, (_, j) => ({ binding: j, resource: { buffer: ring[(i + 47 - j) % 48]! } })),
     { binding: 8, resource: { buffer: ring[i % 48]! } }, { binding: 9, resource: { buffer: ub, size: 16 } }] }));
@@ -311,17 +310,21 @@ if (process.argv.includes('--int8')) {
   if (!gpu.wgslLanguageFeatures.has('packed_4x8_integer_dot_product')) throw new Error('no packed_4x8_integer_dot_product on this adapter');
   const steps = 2048;
   const groups = 132 * 64;
-  const chains = (init: string, step: (j: number) => string, sum: string) => `@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+  // A kernel of 8 chains a thread: accumulator j starts at init(j) and takes step(j) each step;
+  // total(sum of the accumulators) is compared so that every result is used.
+  const chains = (init: (j: number) => string, step: (j: number) => string, total: (sum: string) => string) => {
+    const js = Array.from({ length: 8 }, (_, j) => j);
+    return `@group(0) @binding(0) var<storage, read_write> out: array<u32>;
 @compute @workgroup_size(256) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-  ${Array.from({ length: 8 }, (_, j) => `var a${j} = ${init.replaceAll('J', String(j))};`).join(' ')}
-  for (var i = 0u; i < ${steps}u; i++) { ${Array.from({ length: 8 }, (_, j) => step(j)).join(' ')} }
-  if (${sum} == 12345) { out[0] = 1u; }
+  ${js.map((j) => `var a${j} = ${init(j)};`).join(' ')}
+  for (var i = 0u; i < ${steps}u; i++) { ${js.map(step).join(' ')} }
+  if (${total(js.map((j) => `a${j}`).join(' + '))} == 12345) { out[0] = 1u; }
 }`;
+  };
   const kernels = {
-    f32_fma: chains('vec4<f32>(f32(g.x + Ju))', (j) => `a${j} = fma(a${j}, vec4<f32>(0.999), vec4<f32>(0.001));`,
-      `i32(dot(${Array.from({ length: 8 }, (_, j) => `a${j}`).join(' + ')}, vec4<f32>(1.0)))`),
-    dot4I8Packed: chains('i32(g.x + Ju)', (j) => `a${j} += dot4I8Packed(0x01020304u ^ g.x ^ ${j}u, 0x05060708u + i);`,
-      Array.from({ length: 8 }, (_, j) => `a${j}`).join(' + ')),
+    f32_fma: chains((j) => `vec4<f32>(f32(g.x + ${j}u))`, (j) => `a${j} = fma(a${j}, vec4<f32>(0.999), vec4<f32>(0.001));`,
+      (sum) => `i32(dot(${sum}, vec4<f32>(1.0)))`),
+    dot4I8Packed: chains((j) => `i32(g.x + ${j}u)`, (j) => `a${j} += dot4I8Packed(0x01020304u ^ g.x ^ ${j}u, 0x05060708u + i);`, (sum) => sum),
   };
   const out = device.createBuffer({ size: 16, usage: S });
   const results: Record<string, { ms_per_dispatch: number; tops: number }> = {};
