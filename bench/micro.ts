@@ -8,12 +8,19 @@
  * Built by bench/rollup.bench.mjs into bench/dist/micro.mjs:  node bench/dist/micro.mjs [--reps 40]
  * With --record it times instead what recording a decode step's dispatches costs on the CPU, and
  * with --int8 the arithmetic rate of f32 vec4 fma against WGSL's dot4I8Packed (what an int8 path
- * for prefill's matmuls could gain).
+ * for prefill's matmuls could gain). With --q6k it times the Q6_K matvecs at E2B's Q6_K shapes: the
+ * generic kernel (8 values a step) against matvec_q6k.forward.wgsl at 8 to 64 lanes a row, and
+ * against each candidate kernel file in the folder $Q6K_VARIANTS (same bindings); --shape NAME
+ * keeps the shapes whose name holds NAME.
  */
 import { openDevice } from '../src/core/gpu/device.js';
 import { LinearKernels } from '../src/core/gpu/linear.js';
 import { GGMLType } from '../src/core/gguf/types.js';
 import { dequantize } from '../src/core/quant/dequant.js';
+import matvecQ6kSource from '../src/wgsl/matvec_q6k.forward.wgsl';
+import reduceSgSource from '../src/wgsl/matvec_reduce_sg.forward.wgsl';
+import geluSource from '../src/wgsl/gelu.wgsl';
+import weightsCommonSource from '../src/wgsl/weights/common.wgsl';
 
 const keep: unknown[] = [];
 const arg = (name: string, dflt: number) => {
@@ -27,7 +34,7 @@ const { create, globals } = await import('webgpu');
 Object.assign(globalThis, globals);
 const gpu = create(['disable-dawn-features=timestamp_quantization']);
 keep.push(gpu);
-const { device, description } = await openDevice({ gpu, optionalFeatures: ['timestamp-query' as GPUFeatureName] });
+const { device, description } = await openDevice({ gpu, optionalFeatures: ['timestamp-query' as GPUFeatureName], preferredLimits: { maxStorageBufferBindingSize: 2 ** 31, maxBufferSize: 2 ** 31 } });
 keep.push(device);
 log(description);
 
@@ -383,6 +390,80 @@ const linear = new LinearKernels(device);
     device.queue.submit([enc.finish()]);
     await device.queue.onSubmittedWorkDone();
   }
+}
+
+// --q6k: the generic matvec over weights/q6_k.wgsl against matvec_q6k.forward.wgsl (subgroup lane
+// sum) at 8–64 lanes a row, at E2B's Q6_K shapes: the tied output matrix and the "more bits"
+// ffn_down and attn_v. Warm: one copy of the weights; cold: copies rotated past the L2.
+if (process.argv.includes('--q6k')) {
+  /** Random Q6_K rows: random ql, qh and scales, d a sane half. */
+  const q6k = (rows: number, cols: number): Uint8Array => {
+    const blocks = (rows * cols) / 256;
+    const out = new Uint8Array(blocks * 210);
+    for (let i = 0; i < out.length; i++) out[i] = (rand() * 256) | 0;
+    for (let b = 0; b < blocks; b++) {
+      out[b * 210 + 208] = 0x00;
+      out[b * 210 + 209] = 0x14; // d ≈ 0.001
+    }
+    return out;
+  };
+  const q6Shapes = [
+    { name: 'output 262144x1536', rows: 262144, cols: 1536, copies: 1 },
+    { name: 'ffn_down 1536x6144', rows: 1536, cols: 6144, copies: 8 },
+    { name: 'ffn_down 1536x12288', rows: 1536, cols: 12288, copies: 8 },
+    { name: 'attn_v 256x1536', rows: 256, cols: 1536, copies: 8 },
+  ];
+  const out: Record<string, Record<string, number | string>> = {};
+  const aux = storage(new Float32Array(4));
+  const only = process.argv.indexOf('--shape') >= 0 ? process.argv[process.argv.indexOf('--shape') + 1]! : '';
+  for (const { name, rows, cols, copies } of q6Shapes.filter((sh) => sh.name.includes(only))) {
+    const ws = Array.from({ length: copies }, () => storage(q6k(rows, cols)));
+    const x = storage(xs(cols));
+    const y = device.createBuffer({ size: rows * 4, usage: S | GPUBufferUsage.COPY_SRC });
+    const u = uniform([rows, cols, 0, 0, 0, 0, 0]);
+    const r: Record<string, number | string> = { bytes: (rows * cols / 256) * 210 };
+    const run = async (pl: GPUComputePipeline, lanes: number, key: string, want?: Float32Array): Promise<Float32Array> => {
+      const binds = ws.map((w) => device.createBindGroup({ layout: pl.getBindGroupLayout(0), entries: [w, x, y, u, aux].map((buffer, binding) => ({ binding, resource: { buffer } })) }));
+      const groups = Math.ceil((rows * lanes) / 256);
+      const [gx, gy] = [Math.min(groups, 65535), Math.ceil(groups / 65535)];
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      pass.setPipeline(pl); pass.setBindGroup(0, binds[0]!); pass.dispatchWorkgroups(gx, gy);
+      pass.end();
+      device.queue.submit([enc.finish()]);
+      const got = await readF32(y, rows);
+      if (want) {
+        let err = 0;
+        let scale = 0;
+        for (let i = 0; i < rows; i++) { err = Math.max(err, Math.abs(got[i]! - want[i]!)); scale = Math.max(scale, Math.abs(want[i]!)); }
+        r[`${key}_err`] = (err / scale).toExponential(2);
+      }
+      r[`${key}_warm`] = await time((pass) => { pass.setPipeline(pl); pass.setBindGroup(0, binds[0]!); pass.dispatchWorkgroups(gx, gy); });
+      if (copies > 1) r[`${key}_cold`] = await time((pass, i) => { pass.setPipeline(pl); pass.setBindGroup(0, binds[i % copies]!); pass.dispatchWorkgroups(gx, gy); });
+      return got;
+    };
+    const genericLanes = cols >= 4096 ? 128 : 32;
+    const want = await run(await linear.pipeline('matvec', GGMLType.Q6_K, { LANES_PER_ROW: genericLanes }), genericLanes, 'generic');
+    for (const lanes of [8, 16, 32, 64]) {
+      const code = [reduceSgSource, matvecQ6kSource, geluSource, weightsCommonSource].join('\n');
+      await run(pipeline(code, { LANES_PER_ROW: lanes }), lanes, `q6k${lanes}`, want);
+    }
+    const dir = process.env.Q6K_VARIANTS;
+    if (dir) {
+      const { readdirSync, readFileSync } = await import('node:fs');
+      for (const f of readdirSync(dir)) {
+        for (const lanes of [8, 16, 32, 64]) {
+          const code = [reduceSgSource, readFileSync(`${dir}/${f}`, 'utf8'), geluSource, weightsCommonSource].join('\n');
+          await run(pipeline(code, { LANES_PER_ROW: lanes }), lanes, `${f.replace('.wgsl', '')}${lanes}`, want);
+        }
+      }
+    }
+    log(`${name}: ${JSON.stringify(r)}`);
+    out[name] = r;
+    for (const w of ws) w.destroy();
+  }
+  console.log(JSON.stringify({ device: description, reps: REPS, results: out }, null, 1));
+  process.exit(0);
 }
 
 for (const shape of shapes) {

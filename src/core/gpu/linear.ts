@@ -18,7 +18,8 @@
  * one x in one dispatch (matvec_multi.forward.wgsl with per-weight decoders generated here).
  * Q4_K matvecs (single or multi) take matvec_q4k.forward.wgsl, 32 values a step; these can also
  * form their input from a residual stream through RMS norms ({@link MatVecResidualInput}), which
- * folds a decode step's norm dispatches into the matvec that reads them.
+ * folds a decode step's norm dispatches into the matvec that reads them. Single Q6_K matvecs with
+ * lanes per row take matvec_q6k.forward.wgsl, 32 values a step.
  */
 import matmulSource from '../../wgsl/matmul.forward.wgsl';
 import matmulWideSource from '../../wgsl/matmul_wide.forward.wgsl';
@@ -26,6 +27,7 @@ import matvecSource from '../../wgsl/matvec.forward.wgsl';
 import matvecRowsSource from '../../wgsl/matvec_rows.forward.wgsl';
 import matvecMultiSource from '../../wgsl/matvec_multi.forward.wgsl';
 import matvecQ4kSource from '../../wgsl/matvec_q4k.forward.wgsl';
+import matvecQ6kSource from '../../wgsl/matvec_q6k.forward.wgsl';
 import matvecInputSource from '../../wgsl/matvec_input.forward.wgsl';
 import matvecInputNormSource from '../../wgsl/matvec_input_norm.forward.wgsl';
 import matvecReduceSource from '../../wgsl/matvec_reduce.forward.wgsl';
@@ -68,6 +70,15 @@ const MATVEC_WG = 256;
 export function q4kLanes(cols: number): number {
   const half = cols / 32 / 2;
   return Math.min(64, Math.max(8, 2 ** Math.floor(Math.log2(Math.max(1, half)))));
+}
+/**
+ * Lanes a row of the Q6_K matvec (matvec_q6k.forward.wgsl) gets (measured on an H200 at E2B's
+ * shapes, bench/micro.ts --q6k): a tall matrix (the 262,144-row output) has threads enough with 8
+ * lanes a row, six 32-value units each; shorter ones (ffn_down, attn_v) want more workgroups in
+ * flight, so 64 lanes a row.
+ */
+export function q6kLanes(rows: number): number {
+  return rows >= MATVEC_SHORT_MIN_ROWS ? 8 : 64;
 }
 const GELU: ShaderPart = { name: 'gelu.wgsl', source: geluSource };
 const INPUT: ShaderPart = { name: 'matvec_input.forward.wgsl', source: matvecInputSource };
@@ -461,12 +472,24 @@ export class LinearKernels {
     });
   }
 
+  /** The Q6_K matvec (matvec_q6k.forward.wgsl): the generic matvec's bindings and params, its own decoder. */
+  private async q6kPipeline(lanes: number): Promise<GPUComputePipeline> {
+    const sg = await this.useSubgroups();
+    const body: ShaderPart = { name: 'matvec_q6k.forward.wgsl', source: matvecQ6kSource };
+    return this.pipelines.get({
+      name: sg ? 'matvec_q6k_sg' : 'matvec_q6k',
+      dtype: 'Q6_K',
+      constants: { LANES_PER_ROW: lanes },
+      parts: [...(sg ? [REDUCE_SG, body] : [body, REDUCE]), GELU, WEIGHTS_COMMON],
+      layout: this.matvecPipelineLayout,
+    });
+  }
+
   /** Binds y[yOffset + r] = Σ_c W[firstRow + r, c] · x[xOffset + c] for r < rows. */
   async bindMatVec(b: MatVecBinding): Promise<Dispatch> {
     const label = b.label ?? `matvec/${typeName(b.type)} ${b.rows}x${b.cols}`;
     const g = this.check(b, 1, b.cols, b.rows, label);
     const short = b.threadPerRow ?? (this.software || (b.cols <= MATVEC_SHORT_ROW && b.rows >= MATVEC_SHORT_MIN_ROWS));
-    const lanes = b.cols >= MATVEC_LONG_ROW ? 128 : 32;
     const epilogue = b.epilogue ?? 'none';
     const auxOffset = b.auxOffset ?? 0;
     if (epilogue !== 'none') {
@@ -483,9 +506,11 @@ export class LinearKernels {
         epilogue: EPILOGUES[epilogue], aux: epilogue === 'none' ? undefined : b.aux, auxOffset, residual: b.residual,
       });
     }
+    const q6k = !short && b.type === GGMLType.Q6_K;
+    const lanes = q6k ? q6kLanes(b.rows) : b.cols >= MATVEC_LONG_ROW ? 128 : 32;
     const constants: Record<string, number> = {};
     if (!short && lanes !== 32) constants.LANES_PER_ROW = lanes;
-    const pipeline = await this.pipeline(short ? 'matvec_rows' : 'matvec', b.type, constants);
+    const pipeline = q6k ? await this.q6kPipeline(lanes) : await this.pipeline(short ? 'matvec_rows' : 'matvec', b.type, constants);
     const params = uploadUniform(this.device, new Uint32Array([b.rows, b.cols, g.firstRow, g.xOffset, g.yOffset, auxOffset, EPILOGUES[epilogue]]), `${label} params`);
     const aux = epilogue === 'none' ? this.placeholder : b.aux!;
     const bindGroup = this.device.createBindGroup({
