@@ -3,7 +3,7 @@
 // 1/sqrt(cols)) quantised with quantize(), uploaded raw; the GPU result is compared with a float64
 // product over the dequantize()d weights, as max |gpu − exact| / Σ_c |w·x| over the row.
 import { readBack, uploadStorage } from '../../src/core/gpu/buffers.js';
-import { LinearKernels, uploadWeight, weightRowBytes, type Dispatch } from '../../src/core/gpu/linear.js';
+import { LinearKernels, MATVEC_SHORT_MIN_ROWS, uploadWeight, weightRowBytes, type Dispatch } from '../../src/core/gpu/linear.js';
 import { PipelineCache, ShaderCompileError } from '../../src/core/gpu/pipelines.js';
 import { GGML_TYPES, GGMLType, typeName } from '../../src/core/gguf/types.js';
 import { dequantize } from '../../src/core/quant/dequant.js';
@@ -273,6 +273,20 @@ export async function checkMatVecVariants(kernels: LinearKernels, type: GGMLType
       submit(device, (pass) => d.encode(pass));
       const got = await readF32(device, y, 8);
       checks.push({ name: 'matvec 5x4096 (long rows)', maxRelErr: relErr(m, x, 1, got, {}), untouched: sentinelsKept(got, (j) => j < 5) });
+    }
+    // A tall matrix on the lanes-per-row kernels (Q6_K's takes 8 lanes a row from MATVEC_SHORT_MIN_ROWS
+    // rows on, as for the output matrix), reading x from an offset and writing y from another.
+    {
+      const rows = MATVEC_SHORT_MIN_ROWS + 6;
+      const cols = 256;
+      const m = makeMatrix(type, rows, cols, 55 + type);
+      const x = seededNormals(cols, 56);
+      const xBuf = own(uploadStorage(device, new Float32Array([1, 2, 3, 4, 5, 6, 7, 8, ...x]), 'x tall'));
+      const y = own(sentinelBuffer(device, rows + 5, 'y tall'));
+      const d = keep(await kernels.bindMatVec({ weight: own(uploadWeight(device, type, m.bytes, 'tall')), type, rows, cols, x: xBuf, xOffset: 8, y, yOffset: 3, threadPerRow: false }));
+      submit(device, (pass) => d.encode(pass));
+      const got = await readF32(device, y, rows + 5);
+      checks.push({ name: `matvec ${rows}x${cols} (tall, xOffset, yOffset)`, maxRelErr: relErr(m, x, 1, got, { yOffset: 3 }), untouched: sentinelsKept(got, (j) => j >= 3 && j < rows + 3) });
     }
     // Epilogues on the workgroup-per-rows kernel (cols 768 or 160) and the thread-per-row one (cols ≤ 256).
     for (const cols of [block === 256 ? 768 : 320, block === 256 ? 256 : 64]) {
