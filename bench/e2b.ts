@@ -20,6 +20,7 @@
  *   --prompt N         short prompt (default 512)     --long N    long prompt (default 4096; 0 skips)
  *   --gen N            decode tokens per run (default 128)
  *   --chunk N          prefill block (default 512)    --runs N    timed runs (default 5)
+ *   --all-steps        also list every step's GPU time in the kernel profiles
  * Prints one JSON object on stdout; progress goes to stderr.
  */
 import { existsSync, statSync } from 'node:fs';
@@ -62,6 +63,8 @@ const longTokens = num('long', 4096);
 const genTokens = num('gen', 128);
 const runs = num('runs', 5);
 const chunk = num('chunk', 512);
+/** --all-steps: the kernel profiles also list every step's median time (label, ms). */
+const allSteps = process.argv.includes('--all-steps');
 const contextSize = Math.max(promptTokens, longTokens) + genTokens + 1;
 
 let modelPath = arg('model');
@@ -199,7 +202,7 @@ async function pipelined(start: number, steps: number): Promise<{ ms_per_step: n
 }
 
 /** Per-kernel GPU time of one decode step at `start`, summed by kernel kind (labels without the layer prefix). */
-async function kernelProfile(start: number): Promise<{ total_ms: number; steps: number; by_kind: { kind: string; ms: number; count: number }[]; top: StepTime[] } | null> {
+async function kernelProfile(start: number): Promise<{ total_ms: number; steps: number; by_kind: { kind: string; ms: number; count: number }[]; top: StepTime[]; all_steps?: StepTime[] } | null> {
   if (!device.features.has('timestamp-query')) return null;
   const rows = ple ? ((await ple.rows([prompt[0]!])) as Float32Array<ArrayBuffer>) : null;
   const all: StepTime[][] = [];
@@ -219,11 +222,12 @@ async function kernelProfile(start: number): Promise<{ total_ms: number; steps: 
   }
   const byKind = [...kinds.entries()].map(([kind, v]) => ({ kind, ms: r3(v.ms), count: v.count })).sort((x, y) => y.ms - x.ms);
   const top = [...steps].sort((x, y) => y.ms - x.ms).slice(0, 12).map((st) => ({ label: st.label, ms: r3(st.ms) }));
-  return { total_ms: r3(steps.reduce((n, st) => n + st.ms, 0)), steps: steps.length, by_kind: byKind, top };
+  const every = allSteps ? { all_steps: steps.map((st) => ({ label: st.label, ms: r3(st.ms) })) } : {};
+  return { total_ms: r3(steps.reduce((n, st) => n + st.ms, 0)), steps: steps.length, by_kind: byKind, top, ...every };
 }
 
 /** Per-kernel GPU time of one prefill block of `n` tokens from position 0 (repeats 3), by kind. */
-async function prefillProfile(n: number): Promise<{ total_ms: number; by_kind: { kind: string; ms: number; count: number }[] } | null> {
+async function prefillProfile(n: number): Promise<{ total_ms: number; by_kind: { kind: string; ms: number; count: number }[]; all_steps?: StepTime[] } | null> {
   if (!device.features.has('timestamp-query')) return null;
   const ids = Uint32Array.from(prompt.slice(0, n));
   const rows = ple ? ((await ple.rows([...ids])) as Float32Array<ArrayBuffer>) : null;
@@ -239,7 +243,8 @@ async function prefillProfile(n: number): Promise<{ total_ms: number; by_kind: {
     kinds.set(kind, k);
   }
   const byKind = [...kinds.entries()].map(([kind, v]) => ({ kind, ms: r3(v.ms), count: v.count })).sort((x, y) => y.ms - x.ms);
-  return { total_ms: r3(steps.reduce((a, st) => a + st.ms, 0)), by_kind: byKind };
+  const every = allSteps ? { all_steps: steps.map((st) => ({ label: st.label, ms: r3(st.ms) })) } : {};
+  return { total_ms: r3(steps.reduce((a, st) => a + st.ms, 0)), by_kind: byKind, ...every };
 }
 
 async function prefillBench(n: number): Promise<{ tok_s: ReturnType<typeof stats>; ttft_ms: ReturnType<typeof stats>; cold_ms: number; first: number; ms_split: Record<string, ReturnType<typeof stats>> }> {
