@@ -11,6 +11,11 @@
 // consecutive rows or tokens (no bank conflicts). Each K_CHUNK of columns, the threads decode the
 // weight tile once (8-value groups) and load the x tile; the next chunk is fetched into registers
 // before the products of the current one, so its memory latency hides behind them.
+//
+// Split K: workgroup z sums only columns [z k_split, (z + 1) k_split) and writes its partial y
+// split_stride elements after z's predecessor; matmul_split_sum.forward.wgsl adds the parts up
+// (linear.ts: a matrix of few rows and long ones, whose tiles alone would leave the GPU idle).
+// Unsplit: k_split = cols and one z.
 
 const WG_ROWS: u32 = 16u;              // threads along rows
 const WG_TOKENS: u32 = 8u;             // threads along tokens
@@ -39,6 +44,8 @@ struct Params {
   x_stride: u32,
   y_offset: u32,
   y_stride: u32,
+  k_split: u32,       // columns per z (a multiple of K_CHUNK and of W_BLOCK_VALUES)
+  split_stride: u32,  // elements of y between the parts of consecutive z
 }
 
 struct Tokens {
@@ -92,6 +99,9 @@ fn main(
   @builtin(local_invocation_id) lid: vec3<u32>,
   @builtin(local_invocation_index) li: u32,
 ) {
+  let k_begin = wid.z * params.k_split;
+  let k_end = min(params.cols, k_begin + params.k_split);
+  let y_base = params.y_offset + wid.z * params.split_stride;
   let row0 = wid.x * TILE_ROWS;
   let tok0 = wid.y * TILE_TOKENS;
   let count = tokens.count;
@@ -104,8 +114,8 @@ fn main(
   var acc: array<vec4<f32>, 16>;
   var wv: array<vec4<f32>, 2u * W_PER_THREAD>;
   var xv: array<vec4<f32>, X_PER_THREAD>;
-  fetch(0u, li, row0, tok0, count, row_bytes, x_base, x_stride, &wv, &xv);
-  for (var k0 = 0u; k0 < params.cols; k0 += K_CHUNK) {
+  fetch(k_begin, li, row0, tok0, count, row_bytes, x_base, x_stride, &wv, &xv);
+  for (var k0 = k_begin; k0 < k_end; k0 += K_CHUNK) {
     for (var s = 0u; s < W_PER_THREAD; s++) {
       let task = li + s * WG_SIZE;
       let r = task % TILE_ROWS;
@@ -124,7 +134,7 @@ fn main(
       }
     }
     workgroupBarrier();
-    if (k0 + K_CHUNK < params.cols) {
+    if (k0 + K_CHUNK < k_end) {
       fetch(k0 + K_CHUNK, li, row0, tok0, count, row_bytes, x_base, x_stride, &wv, &xv);
     }
     for (var k = 0u; k < K_CHUNK; k++) {
@@ -150,7 +160,7 @@ fn main(
         let r = row0 + 4u * lid.x + 64u * g;
         for (var c = 0u; c < 4u; c++) {
           if (r + c < params.rows) {
-            y[params.y_offset + tok * params.y_stride + r + c] = a[c];
+            y[y_base + tok * params.y_stride + r + c] = a[c];
           }
         }
       }

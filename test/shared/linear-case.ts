@@ -190,6 +190,18 @@ export async function checkLinearType(kernels: LinearKernels, type: GGMLType): P
       const got = await readF32(device, ysBuf, ysLen);
       checks.push({ name: `matmul 70x${cols} T=${T} (wide tile)`, maxRelErr: relErr(big, xs, T, got, {}), untouched: sentinelsKept(got, (j) => j < T * big.rows) });
     }
+    // K split (the default of matrices of few rows and long ones): two parts, the second shorter,
+    // added up by a second dispatch into y from an offset, with a stride, from a first row.
+    const splitLen = 3 + maxT * 33;
+    const ySplit = own(sentinelBuffer(device, splitLen, 'y split'));
+    const mmSplit = keep(await kernels.bindMatMul({ weight: wBig, type, rows: 30, cols, firstRow: 40, tokens: maxT, x: xsBuf, y: ySplit, yOffset: 3, yStride: 33, tile: 'split' }));
+    for (const T of [5, 33]) {
+      resetSentinels(device, ySplit, splitLen);
+      submit(device, (pass) => mmSplit.encode(pass, T));
+      const got = await readF32(device, ySplit, splitLen);
+      const written = (j: number) => j >= 3 && j < 3 + T * 33 && (j - 3) % 33 < 30;
+      checks.push({ name: `matmul 30x${cols} T=${T} (K split, firstRow, yOffset, yStride)`, maxRelErr: relErr(big, xs, T, got, { firstRow: 40, rows: 30, yOffset: 3, yStride: 33 }), untouched: sentinelsKept(got, (j) => written(j)) });
+    }
 
     // --- T separate matvecs (xOffset, yOffset per token) against the CPU and the matmul -------
     const perToken = own(sentinelBuffer(device, 5 * big.rows, 'y per token'));

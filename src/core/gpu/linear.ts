@@ -23,6 +23,7 @@
  */
 import matmulSource from '../../wgsl/matmul.forward.wgsl';
 import matmulWideSource from '../../wgsl/matmul_wide.forward.wgsl';
+import matmulSplitSumSource from '../../wgsl/matmul_split_sum.forward.wgsl';
 import matvecSource from '../../wgsl/matvec.forward.wgsl';
 import matvecRowsSource from '../../wgsl/matvec_rows.forward.wgsl';
 import matvecMultiSource from '../../wgsl/matvec_multi.forward.wgsl';
@@ -173,11 +174,29 @@ const MATMUL_NARROW_TOKENS = wgslConst(matmulSource, 'TILE_TOKENS');
  * The matmul's tile: 'wide' (matmul_wide.forward.wgsl: 128 rows × 64 tokens, 8 × 8 a thread, 128
  * threads) does the most arithmetic per shared-memory load; 'narrow' (matmul.forward.wgsl: 64 rows
  * × 32 tokens, 4 × 2 a thread, 256 threads, K steps of 32) makes 4 times the workgroups, which
- * matrices of few rows need to fill the GPU. Default: wide from {@link MATMUL_WIDE_ROWS} rows on.
+ * matrices of few rows need to fill the GPU; 'split' is the wide tile over K splits
+ * ({@link matmulSplits}) whose parts a second dispatch adds up (matmul_split_sum.forward.wgsl):
+ * as many workgroups as the wide tile of a matrix with that many times the rows. Default: wide
+ * from {@link MATMUL_WIDE_ROWS} rows on; below that, split for rows of at least
+ * {@link MATMUL_SPLIT_COLS} values on a GPU, else narrow.
  */
-export type MatMulTile = 'wide' | 'narrow';
+export type MatMulTile = 'wide' | 'narrow' | 'split';
 /** Matmuls of at least this many rows use the wide tile by default. */
 export const MATMUL_WIDE_ROWS = 4096;
+/** Matmuls of fewer rows, but rows of at least this many values, split K by default (not on a software device). */
+export const MATMUL_SPLIT_COLS = 4096;
+/** About this many columns a K split (E2B's ffn_down: 6,144 in 4 splits, 12,288 in 8). */
+const MATMUL_SPLIT_TARGET = 1536;
+const MATMUL_MAX_SPLITS = 8;
+/** Outputs a workgroup of matmul_split_sum.forward.wgsl adds up. */
+const SPLIT_SUM_WG = wgslConst(matmulSplitSumSource, 'WG_SIZE');
+
+/** K splits of a split matmul of `cols` columns: 2 to 8 splits of `kSplit` columns (a multiple of 16), the last maybe shorter. */
+export function matmulSplits(cols: number): { splits: number; kSplit: number } {
+  const want = Math.min(MATMUL_MAX_SPLITS, Math.max(2, Math.round(cols / MATMUL_SPLIT_TARGET)));
+  const kSplit = Math.ceil(cols / want / 16) * 16;
+  return { splits: Math.ceil(cols / kSplit), kSplit };
+}
 /** Row length (values) must be a multiple of this for every dtype: the kernels step in 32-value chunks. */
 const COL_MULTIPLE = 32;
 
@@ -413,6 +432,10 @@ export class LinearKernels {
   private readonly placeholderOut: GPUBuffer[];
   private readonly multiLayouts = new Map<number, { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout }>();
   private readonly q4kLayouts = new Map<number, Q4kLayout>();
+  /** The split matmul's sum: its bind group layout and pipeline layout (made on first use). */
+  private splitSumLayout: { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } | null = null;
+  /** The split matmuls' partial products, shared by every binding (grown when one needs more). */
+  private splitParts: GPUBuffer[] = [];
   /** Whether the matvecs use subgroup sums (settled on first use). */
   private subgroupsReady: Promise<boolean> | null = null;
   private readonly wantSubgroups: boolean;
@@ -744,24 +767,34 @@ export class LinearKernels {
       throw new RullamaError('bad-argument', `${label}: yStride ${yStride} must be at least rows (${b.rows})`);
     }
     const g = this.check(b, maxTokens, xStride, yStride, label);
-    const tile = b.tile ?? (b.rows >= MATMUL_WIDE_ROWS ? 'wide' : 'narrow');
-    if (tile !== 'wide' && tile !== 'narrow') throw new RullamaError('bad-argument', `${label}: tile must be 'wide' or 'narrow', not ${String(tile)}`);
-    const tileTokens = tile === 'wide' ? MATMUL_TILE_TOKENS : MATMUL_NARROW_TOKENS;
-    const rowTiles = Math.ceil(b.rows / (tile === 'wide' ? MATMUL_TILE_ROWS : MATMUL_NARROW_ROWS));
+    const tile = b.tile ?? (b.rows >= MATMUL_WIDE_ROWS ? 'wide' : b.cols >= MATMUL_SPLIT_COLS && !this.software ? 'split' : 'narrow');
+    if (tile !== 'wide' && tile !== 'narrow' && tile !== 'split') throw new RullamaError('bad-argument', `${label}: tile must be 'wide', 'narrow' or 'split', not ${String(tile)}`);
+    const wide = tile !== 'narrow';
+    const tileTokens = wide ? MATMUL_TILE_TOKENS : MATMUL_NARROW_TOKENS;
+    const rowTiles = Math.ceil(b.rows / (wide ? MATMUL_TILE_ROWS : MATMUL_NARROW_ROWS));
     const maxGroups = this.device.limits.maxComputeWorkgroupsPerDimension;
-    if (rowTiles > maxGroups || Math.ceil(maxTokens / tileTokens) > maxGroups) {
+    if (rowTiles > maxGroups || Math.ceil(maxTokens / tileTokens) > maxGroups || (tile === 'split' && maxTokens > maxGroups)) {
       throw new RullamaError('bad-argument', `${label}: ${b.rows} rows × ${maxTokens} tokens need more workgroups than one dispatch allows; split the rows`);
     }
-    const pipeline = await this.pipeline(tile === 'wide' ? 'matmul' : 'matmul_narrow', b.type);
-    const params = uploadUniform(this.device, new Uint32Array([b.rows, b.cols, g.firstRow, g.xOffset, xStride, g.yOffset, yStride]), `${label} params`);
+    const { splits, kSplit } = tile === 'split' ? matmulSplits(b.cols) : { splits: 1, kSplit: b.cols };
+    // Split: the wide kernel writes its parts [splits][tokens][rows] to the shared parts buffer, the sum writes y.
+    const splitStride = maxTokens * b.rows;
+    const parts = tile === 'split' ? this.splitPartsFor(splits * splitStride) : null;
+    const pipeline = await this.pipeline(wide ? 'matmul' : 'matmul_narrow', b.type);
+    const params = uploadUniform(
+      this.device,
+      new Uint32Array(parts ? [b.rows, b.cols, g.firstRow, g.xOffset, xStride, 0, b.rows, kSplit, splitStride] : [b.rows, b.cols, g.firstRow, g.xOffset, xStride, g.yOffset, yStride, kSplit, 0]),
+      `${label} params`,
+    );
     const bindGroup = this.device.createBindGroup({
       label,
       layout: this.matmulLayout,
       entries: [
-        ...[b.weight, b.x, b.y, params].map((buffer, binding) => ({ binding, resource: { buffer } })),
+        ...[b.weight, b.x, parts ?? b.y, params].map((buffer, binding) => ({ binding, resource: { buffer } })),
         this.counts.entry(4, maxTokens),
       ],
     });
+    const sum = parts ? await this.splitSum(label, parts, b.y, { rows: b.rows, yOffset: g.yOffset, yStride, splits, splitStride, maxTokens }) : null;
     const counts = this.counts;
     const dynamicOffset = new Uint32Array(1); // reused: encode allocates nothing
     return {
@@ -775,18 +808,62 @@ export class LinearKernels {
         dynamicOffset[0] = counts.offset(tokens);
         pass.setPipeline(pipeline);
         pass.setBindGroup(0, bindGroup, dynamicOffset, 0, 1);
-        pass.dispatchWorkgroups(rowTiles, Math.ceil(tokens / tileTokens));
+        pass.dispatchWorkgroups(rowTiles, Math.ceil(tokens / tileTokens), splits);
+        if (sum) {
+          pass.setPipeline(sum.pipeline);
+          pass.setBindGroup(0, sum.bindGroup, dynamicOffset, 0, 1);
+          pass.dispatchWorkgroups(Math.ceil(b.rows / SPLIT_SUM_WG), tokens);
+        }
       },
       destroy(): void {
         params.destroy();
+        sum?.params.destroy();
       },
     };
+  }
+
+  /** A parts buffer of at least `floats` values for a split matmul: the shared one, grown if needed. */
+  private splitPartsFor(floats: number): GPUBuffer {
+    const last = this.splitParts.at(-1);
+    if (last && last.size >= 4 * floats) return last;
+    // Bindings made before keep the smaller buffer (they need no more); later ones share this one.
+    const buffer = this.device.createBuffer({ label: 'matmul split parts', size: Math.ceil((4 * floats) / 16) * 16, usage: GPUBufferUsage.STORAGE });
+    this.splitParts.push(buffer);
+    return buffer;
+  }
+
+  /** The sum dispatch's pipeline, bind group and params for a split matmul writing y. */
+  private async splitSum(
+    label: string, parts: GPUBuffer, y: GPUBuffer,
+    o: { rows: number; yOffset: number; yStride: number; splits: number; splitStride: number; maxTokens: number },
+  ): Promise<{ pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; params: GPUBuffer }> {
+    if (!this.splitSumLayout) {
+      const entry = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
+      const group = this.device.createBindGroupLayout({ label: 'matmul_split_sum', entries: [entry(0, 'read-only-storage'), entry(1, 'storage'), entry(2, 'uniform'), countLayoutEntry(3)] });
+      this.splitSumLayout = { group, pipeline: this.device.createPipelineLayout({ label: 'matmul_split_sum', bindGroupLayouts: [group] }) };
+    }
+    const pipeline = await this.pipelines.get({
+      name: 'matmul_split_sum',
+      parts: [{ name: 'matmul_split_sum.forward.wgsl', source: matmulSplitSumSource }],
+      layout: this.splitSumLayout.pipeline,
+    });
+    const params = uploadUniform(this.device, new Uint32Array([o.rows, o.yOffset, o.yStride, o.splits, o.splitStride]), `${label} sum params`);
+    const bindGroup = this.device.createBindGroup({
+      label: `${label} sum`,
+      layout: this.splitSumLayout.group,
+      entries: [
+        ...[parts, y, params].map((buffer, binding) => ({ binding, resource: { buffer } })),
+        this.counts.entry(3, o.maxTokens),
+      ],
+    });
+    return { pipeline, bindGroup, params };
   }
 
   /** Frees the token-count tables. Bindings made from this object stop working. */
   destroy(): void {
     this.counts.destroy();
     this.placeholder.destroy();
+    for (const b of this.splitParts) b.destroy();
     for (const b of this.placeholderOut) b.destroy();
   }
 
