@@ -859,6 +859,11 @@ export class LinearKernels {
     return { pipeline, bindGroup, params };
   }
 
+  /** GPU bytes of the buffers these kernels own: the split matmuls' parts (every size still bound). */
+  get bytes(): number {
+    return this.splitParts.reduce((n, b) => n + b.size, 0);
+  }
+
   /** Frees the token-count tables. Bindings made from this object stop working. */
   destroy(): void {
     this.counts.destroy();

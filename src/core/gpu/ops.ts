@@ -489,6 +489,12 @@ export class OpKernels {
     this.normThreads = this.software ? 128 : 256;
   }
 
+  /** GPU bytes of the buffers these kernels own: the attention split scratch (every size still bound) and the rope tables. */
+  get bytes(): number {
+    const owned = [...(this.scratch ? [this.scratch] : []), ...this.retired, ...this.ropeTables.values()];
+    return owned.reduce((n, b) => n + b.size, 0);
+  }
+
   /** Frees the count tables, rope tables, attention scratch and placeholder. Bindings stop working. */
   destroy(): void {
     this.counts.destroy();

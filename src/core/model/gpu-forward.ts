@@ -154,10 +154,10 @@ export class GpuForward {
     return forward;
   }
 
-  /** GPU bytes of activations and KV cache (weights are counted by GpuWeights), and of LoRA terms. */
+  /** GPU bytes of activations, KV cache and kernel scratch (weights are counted by GpuWeights), and of LoRA terms. */
   get bytes(): number {
     const lora = this.lora ? this.lora.set.bytes + this.lora.buffers.reduce((n, b) => n + b.size, 0) : 0;
-    return this.buffers.reduce((n, b) => n + b.size, 0) + this.kv.bytes + lora;
+    return this.buffers.reduce((n, b) => n + b.size, 0) + this.kv.bytes + this.linear.bytes + this.ops.bytes + lora;
   }
 
   /** Names of the weights whose outputs LoRA terms can be added to. */
