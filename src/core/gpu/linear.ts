@@ -301,7 +301,7 @@ export interface MatVecResidualInput {
 }
 
 export interface MatMulBinding extends MatVecBinding {
-  /** The token tile (default: 'wide' from {@link MATMUL_WIDE_ROWS} rows on, else 'narrow'). */
+  /** The tile (default: see {@link MatMulTile}). */
   tile?: MatMulTile;
   /** The most tokens any call will multiply; x holds [tokens, xStride], y [tokens, yStride]. */
   tokens: number;
@@ -767,8 +767,15 @@ export class LinearKernels {
       throw new RullamaError('bad-argument', `${label}: yStride ${yStride} must be at least rows (${b.rows})`);
     }
     const g = this.check(b, maxTokens, xStride, yStride, label);
-    const tile = b.tile ?? (b.rows >= MATMUL_WIDE_ROWS ? 'wide' : b.cols >= MATMUL_SPLIT_COLS && !this.software ? 'split' : 'narrow');
+    // A split's parts ([splits][tokens][rows] f32) must fit one storage binding; by default a
+    // matrix whose parts would not takes the narrow tile instead.
+    const partsBytes = 4 * matmulSplits(b.cols).splits * maxTokens * b.rows;
+    const partsFit = partsBytes <= Math.min(this.device.limits.maxStorageBufferBindingSize, this.device.limits.maxBufferSize);
+    const tile = b.tile ?? (b.rows >= MATMUL_WIDE_ROWS ? 'wide' : b.cols >= MATMUL_SPLIT_COLS && !this.software && partsFit ? 'split' : 'narrow');
     if (tile !== 'wide' && tile !== 'narrow' && tile !== 'split') throw new RullamaError('bad-argument', `${label}: tile must be 'wide', 'narrow' or 'split', not ${String(tile)}`);
+    if (tile === 'split' && !partsFit) {
+      throw new RullamaError('bad-argument', `${label}: the K split's parts of ${maxTokens} tokens need ${partsBytes} bytes, more than one storage binding holds on this device; use fewer tokens or another tile`);
+    }
     const wide = tile !== 'narrow';
     const tileTokens = wide ? MATMUL_TILE_TOKENS : MATMUL_NARROW_TOKENS;
     const rowTiles = Math.ceil(b.rows / (wide ? MATMUL_TILE_ROWS : MATMUL_NARROW_ROWS));
