@@ -10,13 +10,15 @@
  * with --int8 the arithmetic rate of f32 vec4 fma against WGSL's dot4I8Packed (what an int8 path
  * for prefill's matmuls could gain). With --q6k it times the Q6_K matvecs at E2B's Q6_K shapes: the
  * generic kernel (8 values a step) against matvec_q6k.forward.wgsl at 8 to 64 lanes a row, and
- * against each candidate kernel file in the folder $Q6K_VARIANTS (same bindings); --shape NAME
+ * against each candidate kernel file in the folder $Q6K_VARIANTS (bodies as matvec_q6k.forward.wgsl:
+ * src/wgsl/matvec_bindings.wgsl is put in front, so they leave out Params and bindings); --shape NAME
  * keeps the shapes whose name holds NAME.
  */
 import { openDevice } from '../src/core/gpu/device.js';
 import { LinearKernels } from '../src/core/gpu/linear.js';
 import { GGMLType } from '../src/core/gguf/types.js';
 import { dequantize } from '../src/core/quant/dequant.js';
+import matvecBindingsSource from '../src/wgsl/matvec_bindings.wgsl';
 import matvecQ6kSource from '../src/wgsl/matvec_q6k.forward.wgsl';
 import reduceSgSource from '../src/wgsl/matvec_reduce_sg.forward.wgsl';
 import geluSource from '../src/wgsl/gelu.wgsl';
@@ -81,6 +83,14 @@ async function readF32(buffer: GPUBuffer, floats: number): Promise<Float32Array>
   const out = new Float32Array(read.getMappedRange().slice(0));
   read.destroy();
   return out;
+}
+
+/** max_i |got[i] − want[i]| over max_i |want[i]|, i < got.length: a kernel's error against a reference. */
+function maxRelErr(got: Float32Array, want: Float32Array): number {
+  let err = 0;
+  let scale = 0;
+  for (let i = 0; i < got.length; i++) { err = Math.max(err, Math.abs(got[i]! - want[i]!)); scale = Math.max(scale, Math.abs(want[i]!)); }
+  return err / scale;
 }
 
 /** µs per dispatch: median over 5 timed passes of REPS dispatches (encode(i) records dispatch i). */
@@ -432,12 +442,7 @@ if (process.argv.includes('--q6k')) {
       pass.end();
       device.queue.submit([enc.finish()]);
       const got = await readF32(y, rows);
-      if (want) {
-        let err = 0;
-        let scale = 0;
-        for (let i = 0; i < rows; i++) { err = Math.max(err, Math.abs(got[i]! - want[i]!)); scale = Math.max(scale, Math.abs(want[i]!)); }
-        r[`${key}_err`] = (err / scale).toExponential(2);
-      }
+      if (want) r[`${key}_err`] = maxRelErr(got, want).toExponential(2);
       r[`${key}_warm`] = await time((pass) => { pass.setPipeline(pl); pass.setBindGroup(0, binds[0]!); pass.dispatchWorkgroups(gx, gy); });
       if (copies > 1) r[`${key}_cold`] = await time((pass, i) => { pass.setPipeline(pl); pass.setBindGroup(0, binds[i % copies]!); pass.dispatchWorkgroups(gx, gy); });
       return got;
@@ -445,7 +450,7 @@ if (process.argv.includes('--q6k')) {
     const genericLanes = cols >= 4096 ? 128 : 32;
     const want = await run(await linear.pipeline('matvec', GGMLType.Q6_K, { LANES_PER_ROW: genericLanes }), genericLanes, 'generic');
     for (const lanes of [8, 16, 32, 64]) {
-      const code = [reduceSgSource, matvecQ6kSource, geluSource, weightsCommonSource].join('\n');
+      const code = [reduceSgSource, matvecBindingsSource, matvecQ6kSource, geluSource, weightsCommonSource].join('\n');
       await run(pipeline(code, { LANES_PER_ROW: lanes }), lanes, `q6k${lanes}`, want);
     }
     const dir = process.env.Q6K_VARIANTS;
@@ -453,7 +458,7 @@ if (process.argv.includes('--q6k')) {
       const { readdirSync, readFileSync } = await import('node:fs');
       for (const f of readdirSync(dir)) {
         for (const lanes of [8, 16, 32, 64]) {
-          const code = [reduceSgSource, readFileSync(`${dir}/${f}`, 'utf8'), geluSource, weightsCommonSource].join('\n');
+          const code = [reduceSgSource, matvecBindingsSource, readFileSync(`${dir}/${f}`, 'utf8'), geluSource, weightsCommonSource].join('\n');
           await run(pipeline(code, { LANES_PER_ROW: lanes }), lanes, `${f.replace('.wgsl', '')}${lanes}`, want);
         }
       }
@@ -527,10 +532,7 @@ for (const shape of shapes) {
     pass.end();
     device.queue.submit([enc.finish()]);
     const got = await readF32(yNew, rows);
-    let err = 0;
-    let scale = 0;
-    for (let i = 0; i < rows; i++) { err = Math.max(err, Math.abs(got[i]! - want[i]!)); scale = Math.max(scale, Math.abs(want[i]!)); }
-    r[`chunk${lanes}_err`] = (err / scale).toExponential(2);
+    r[`chunk${lanes}_err`] = maxRelErr(got, want).toExponential(2);
     if (lanes === 8) log(`ref ${ref.slice(0, 4).map((v) => v.toFixed(4))} prod ${[...want.slice(0, 4)].map((v) => v.toFixed(4))} chunk ${[...got.slice(0, 4)].map((v) => v.toFixed(4))}`);
     r[`chunk${lanes}_warm`] = await time((pass) => { pass.setPipeline(pl); pass.setBindGroup(0, binds[0]!); pass.dispatchWorkgroups(groups); });
     r[`chunk${lanes}_cold`] = await time((pass, i) => { pass.setPipeline(pl); pass.setBindGroup(0, binds[i % COPIES]!); pass.dispatchWorkgroups(groups); });

@@ -1,7 +1,8 @@
 // Matrix-vector product for one token (decode): y[y_offset + r] = sum_c W[first_row + r, c] * x[x_offset + c]
 // for r in [0, rows), with W kept in its GGUF byte layout.
 //
-// This is the op body; the pipeline appends weights/common.wgsl and one weights/<dtype>.wgsl,
+// This is the op body; the pipeline puts matvec_bindings.wgsl (Params and bindings, shared with
+// matvec_q6k.forward.wgsl) in front and appends weights/common.wgsl and one weights/<dtype>.wgsl,
 // which supply W_BLOCK_VALUES, W_BLOCK_BYTES and w_decode8 (see common.wgsl).
 //
 // Layout:
@@ -30,21 +31,7 @@ const ROWS_PER_WG: u32 = 8u;          // with the default LANES_PER_ROW (linear.
 override ROWS: u32 = WG_SIZE / LANES_PER_ROW;
 const GROUPS_PER_BLOCK: u32 = W_BLOCK_VALUES / 8u;
 
-struct Params {
-  rows: u32,        // rows to compute
-  cols: u32,        // values per row (a multiple of 32 and of W_BLOCK_VALUES)
-  first_row: u32,   // row of `weight` that is output row 0
-  x_offset: u32,    // elements, a multiple of 4
-  y_offset: u32,    // elements
-  aux_offset: u32,  // elements (epilogue 1, 2)
-  epilogue: u32,    // see gelu.wgsl
-}
-
-@group(0) @binding(0) var<storage, read> weight: array<u32>;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<uniform> params: Params;
-@group(0) @binding(4) var<storage, read> aux: array<f32>;
+// Params, weight, x, y and aux: matvec_bindings.wgsl, which linear.ts puts in front of this body.
 
 // Group k (8 values) of the row starting at byte row_byte, times x.
 fn group_dot(row_byte: u32, k: u32) -> f32 {

@@ -1,7 +1,7 @@
 // Matrix-vector product of one token over Q6_K weights (decode), 32 values a step:
 //   y[y_offset + r] = epilogue(sum_c W[first_row + r, c] * x[x_offset + c])   for r < rows
-// The same product as matvec.forward.wgsl over weights/q6_k.wgsl, with the same bindings, params
-// and epilogues (gelu.wgsl), summed in another order (rounding only). That one decodes 8 values a
+// The same product as matvec.forward.wgsl over weights/q6_k.wgsl, with the same bindings and params
+// (matvec_bindings.wgsl) and epilogues (gelu.wgsl), summed in another order (rounding only). That one decodes 8 values a
 // step, each time re-reading the block's scale and d and realigning its words; this one takes 32
 // values a step with about a third of the loads, neighbouring lanes reading neighbouring words
 // (H200, bench/micro.ts --q6k: the 262,144 x 1,536 output matrix in 0.19 ms instead of 0.33).
@@ -24,21 +24,7 @@ const WG_SIZE: u32 = 256u;
 override ROWS: u32 = WG_SIZE / LANES_PER_ROW;
 const BLOCK_BYTES: u32 = 210u;
 
-struct Params {
-  rows: u32,        // rows to compute
-  cols: u32,        // values per row, a multiple of 256
-  first_row: u32,   // row of `weight` that is output row 0
-  x_offset: u32,    // elements, a multiple of 4
-  y_offset: u32,    // elements
-  aux_offset: u32,  // elements (epilogue 1, 2)
-  epilogue: u32,    // see gelu.wgsl
-}
-
-@group(0) @binding(0) var<storage, read> weight: array<u32>;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<uniform> params: Params;
-@group(0) @binding(4) var<storage, read> aux: array<f32>;
+// Params, weight, x, y and aux: matvec_bindings.wgsl, which linear.ts puts in front of this body.
 
 // The 8 bytes from a 2-aligned byte offset, as two little-endian words. With a 0-bit shift the
 // second term is empty: of b << 1, whose bit 0 is clear, a 31-bit shift keeps only bit 0.

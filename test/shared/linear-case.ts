@@ -3,7 +3,7 @@
 // 1/sqrt(cols)) quantised with quantize(), uploaded raw; the GPU result is compared with a float64
 // product over the dequantize()d weights, as max |gpu − exact| / Σ_c |w·x| over the row.
 import { readBack, uploadStorage } from '../../src/core/gpu/buffers.js';
-import { LinearKernels, MATVEC_SHORT_MIN_ROWS, uploadWeight, weightRowBytes, type Dispatch } from '../../src/core/gpu/linear.js';
+import { LinearKernels, MATVEC_SHORT_MIN_ROWS, q4kFillLanes, uploadWeight, weightRowBytes, type Dispatch } from '../../src/core/gpu/linear.js';
 import { PipelineCache, ShaderCompileError } from '../../src/core/gpu/pipelines.js';
 import { GGML_TYPES, GGMLType, typeName } from '../../src/core/gguf/types.js';
 import { dequantize } from '../../src/core/quant/dequant.js';
@@ -44,6 +44,21 @@ interface Matrix {
 function makeMatrix(type: GGMLType, rows: number, cols: number, seed: number): Matrix {
   const bytes = quantize(type, seededNormals(rows * cols, seed, 1 / Math.sqrt(cols)));
   return { type, rows, cols, bytes, values: dequantize(type, bytes, rows * cols) };
+}
+
+/** Rows [from, to) of m, sharing its bytes and values. */
+function rowsOf(m: Matrix, from: number, to: number): Matrix {
+  const rowBytes = weightRowBytes(m.type, m.cols);
+  return { ...m, rows: to - from, bytes: m.bytes.subarray(from * rowBytes, to * rowBytes), values: m.values.subarray(from * m.cols, to * m.cols) };
+}
+
+/**
+ * Throws unless a Q4_K matvec of these parts gets `want` lanes a row (linear.ts's fill rule), so
+ * that a check meant for that lane count cannot drift to another.
+ */
+function expectQ4kLanes(cols: number, rows: readonly number[], gelu: boolean, want: number): void {
+  const got = q4kFillLanes(cols, rows, gelu);
+  if (got !== want) throw new Error(`a Q4_K matvec of rows ${rows.join(' + ')} x ${cols}${gelu ? ' (gelu)' : ''} takes ${got} lanes a row, the check wants ${want}`);
 }
 
 /** Row r of m times x in float64, with Σ|w·x| (the scale its f32 rounding error grows with). */
@@ -265,7 +280,8 @@ export const MATVEC_VARIANT_TYPES: readonly GGMLType[] = [GGMLType.Q4_K, GGMLTyp
 /**
  * The matvec variants of the decode chain: long rows (128 threads a row), short rows (one thread a
  * row) and the GELU epilogues of both kernels (y = gelu(aux)·Wx, y = gelu(Wx)·aux) against float64.
- * Errors are relative to Σ|w·x| times the factor's size, as for the plain matvec.
+ * Errors are relative to Σ|w·x| times the factor's size, as for the plain matvec. For Q4_K also
+ * the matvec at 8, 16 and 32 lanes a row (checkQ4kLanes; the small shapes take 64).
  */
 export async function checkMatVecVariants(kernels: LinearKernels, type: GGMLType): Promise<LinearCheck[]> {
   const { device } = kernels;
@@ -291,6 +307,7 @@ export async function checkMatVecVariants(kernels: LinearKernels, type: GGMLType
     {
       const rows = MATVEC_SHORT_MIN_ROWS + 6;
       const cols = 256;
+      if (type === GGMLType.Q4_K) expectQ4kLanes(cols, [rows], false, 8); // the Q4_K matvec's 8-lane check
       const m = makeMatrix(type, rows, cols, 55 + type);
       const x = seededNormals(cols, 56);
       const xBuf = own(uploadStorage(device, new Float32Array([1, 2, 3, 4, 5, 6, 7, 8, ...x]), 'x tall'));
@@ -384,11 +401,93 @@ export async function checkMatVecVariants(kernels: LinearKernels, type: GGMLType
       }
       checks.push({ name: `matvec_multi gate/up + GELU ${rows}x${cols}`, maxRelErr: worst, untouched: sentinelsKept(got, (j) => j >= 1 && j < 1 + rows) });
     }
+    if (type === GGMLType.Q4_K) checks.push(...(await checkQ4kLanes(kernels, own, keep)));
     return checks;
   } finally {
     for (const d of dispatches) d.destroy();
     for (const b of owned) b.destroy();
   }
+}
+
+/**
+ * The Q4_K matvec at 16 and 32 lanes a row: the shapes above are small, so the fill rule
+ * (q4kFillLanes) gives them 64 lanes; these have workgroups enough (at least 132) to keep fewer.
+ * 16 lanes (E2B's 1,536 columns): one weight from a first row, three row tiles in one dispatch, and
+ * gate/up with their GELU product; 32 lanes (2,048 columns): one weight. (8 lanes: the tall matrix.)
+ */
+async function checkQ4kLanes(kernels: LinearKernels, own: <T extends GPUBuffer>(b: T) => T, keep: (d: Dispatch) => Dispatch): Promise<LinearCheck[]> {
+  const { device } = kernels;
+  const type = GGMLType.Q4_K;
+  const checks: LinearCheck[] = [];
+  const upload = (m: Matrix, label: string) => own(uploadWeight(device, type, m.bytes, label));
+  const half = 2200; // 138 workgroups of 16 rows
+  const a = makeMatrix(type, 2 * half, 1536, 111);
+  const x = seededNormals(1536, 112);
+  const xBuf = own(uploadStorage(device, x, 'x lanes'));
+
+  // One weight, rows [half, 2·half) by firstRow, y from an offset.
+  expectQ4kLanes(1536, [half], false, 16);
+  {
+    const y = own(sentinelBuffer(device, half + 5, 'y 16 lanes'));
+    const d = keep(await kernels.bindMatVec({ weight: upload(a, 'w 16 lanes'), type, rows: half, cols: 1536, firstRow: half, x: xBuf, y, yOffset: 3, threadPerRow: false }));
+    submit(device, (pass) => d.encode(pass));
+    const got = await readF32(device, y, half + 5);
+    checks.push({ name: `Q4_K matvec ${half}x1536 at 16 lanes (firstRow, yOffset)`, maxRelErr: relErr(a, x, 1, got, { firstRow: half, rows: half, yOffset: 3 }), untouched: sentinelsKept(got, (j) => j >= 3 && j < 3 + half) });
+  }
+
+  // Three row tiles of the first half in one dispatch (each part's workgroups counted at 16 lanes).
+  {
+    const tiles = [rowsOf(a, 0, 1100), rowsOf(a, 1100, 1700), rowsOf(a, 1700, half)];
+    expectQ4kLanes(1536, tiles.map((m) => m.rows), false, 16);
+    const ys = tiles.map((m) => own(sentinelBuffer(device, m.rows + 2, 'y tile')));
+    const d = keep(await kernels.bindMatVecMulti({
+      cols: 1536, x: xBuf, parts: tiles.map((m, i) => ({ weight: upload(m, `w tile ${i}`), type, rows: m.rows, y: ys[i], yOffset: 2 })),
+    }));
+    submit(device, (pass) => d.encode(pass));
+    let worst = 0;
+    let kept = true;
+    for (const [i, m] of tiles.entries()) {
+      const got = await readF32(device, ys[i]!, m.rows + 2);
+      worst = Math.max(worst, relErr(m, x, 1, got, { yOffset: 2 }));
+      kept &&= sentinelsKept(got, (j) => j >= 2);
+    }
+    checks.push({ name: `Q4_K matvec_multi 3 weights (${tiles.map((m) => m.rows).join(', ')}) x 1536 at 16 lanes`, maxRelErr: worst, untouched: kept });
+  }
+
+  // gate (first half) / up (second half) with their GELU product.
+  {
+    const [gate, up] = [rowsOf(a, 0, half), rowsOf(a, half, 2 * half)];
+    expectQ4kLanes(1536, [half, half], true, 16);
+    const y = own(sentinelBuffer(device, half + 1, 'y gelu 16 lanes'));
+    const d = keep(await kernels.bindMatVecMulti({
+      cols: 1536, x: xBuf, gelu: { y, yOffset: 1 }, parts: [gate, up].map((m, i) => ({ weight: upload(m, `w gelu ${i}`), type, rows: half })),
+    }));
+    submit(device, (pass) => d.encode(pass));
+    const got = await readF32(device, y, half + 1);
+    let worst = 0;
+    for (let r = 0; r < half; r++) {
+      const g = dotRowF64(gate, r, x);
+      const u = dotRowF64(up, r, x);
+      const bound = Math.abs(geluF64(g.acc)) * u.scale + 1.13 * g.scale * Math.abs(u.acc) + 1e-30;
+      const err = Math.abs(got[1 + r]! - geluF64(g.acc) * u.acc) / bound;
+      worst = Math.max(worst, Number.isNaN(err) ? Infinity : err);
+    }
+    checks.push({ name: `Q4_K matvec_multi gate/up + GELU ${half}x1536 at 16 lanes`, maxRelErr: worst, untouched: sentinelsKept(got, (j) => j >= 1) });
+  }
+
+  // 32 lanes: 1,100 rows of 2,048 (138 workgroups of 8 rows).
+  {
+    const rows = 1100;
+    expectQ4kLanes(2048, [rows], false, 32);
+    const m = makeMatrix(type, rows, 2048, 113);
+    const x2 = seededNormals(2048, 114);
+    const y = own(sentinelBuffer(device, rows + 2, 'y 32 lanes'));
+    const d = keep(await kernels.bindMatVec({ weight: upload(m, 'w 32 lanes'), type, rows, cols: 2048, x: own(uploadStorage(device, x2, 'x 32 lanes')), y, threadPerRow: false }));
+    submit(device, (pass) => d.encode(pass));
+    const got = await readF32(device, y, rows + 2);
+    checks.push({ name: `Q4_K matvec ${rows}x2048 at 32 lanes`, maxRelErr: relErr(m, x2, 1, got, {}), untouched: sentinelsKept(got, (j) => j < rows) });
+  }
+  return checks;
 }
 
 /** RMS(v)·n in float64, as the kernels define it: v·(mean(v²) + eps)^(−1/2)·n. */
@@ -417,7 +516,11 @@ export async function checkResidualInput(kernels: LinearKernels): Promise<Linear
   const keep = (d: Dispatch): Dispatch => (dispatches.push(d), d);
   try {
     for (const cols of [768, 1536]) {
-      const rows = 37;
+      // 37 rows take 64 lanes (the fill rule); 2,200 rows of 1,536 keep 16 (138 workgroups), as E2B's MLP does.
+      const [rows, lanes] = cols === 1536 ? [2200, 16] : [37, 64];
+      expectQ4kLanes(cols, [rows, rows], true, lanes);
+      expectQ4kLanes(cols, [rows, 16], false, lanes);
+      expectQ4kLanes(cols, [rows], false, lanes);
       const h = seededNormals(cols + 8, 91 + cols, 3);
       const hs = h.subarray(8);
       const a = seededNormals(cols, 92 + cols, 5);

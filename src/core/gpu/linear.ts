@@ -13,6 +13,7 @@
  *
  * Shaders: src/wgsl/{matvec,matvec_rows,matmul,matmul_wide}.forward.wgsl + src/wgsl/weights/common.wgsl + one
  * src/wgsl/weights/<dtype>.wgsl, concatenated per (op, dtype) and compiled once (PipelineCache);
+ * matvec.forward.wgsl and matvec_q6k.forward.wgsl take their Params and bindings from matvec_bindings.wgsl;
  * the matvecs take their lane sum from matvec_reduce.forward.wgsl, or matvec_reduce_sg.forward.wgsl
  * where the device has subgroups. {@link LinearKernels.bindMatVecMulti} puts several weights over
  * one x in one dispatch (matvec_multi.forward.wgsl with per-weight decoders generated here).
@@ -25,6 +26,7 @@ import matmulSource from '../../wgsl/matmul.forward.wgsl';
 import matmulWideSource from '../../wgsl/matmul_wide.forward.wgsl';
 import matmulSplitSumSource from '../../wgsl/matmul_split_sum.forward.wgsl';
 import matvecSource from '../../wgsl/matvec.forward.wgsl';
+import matvecBindingsSource from '../../wgsl/matvec_bindings.wgsl';
 import matvecRowsSource from '../../wgsl/matvec_rows.forward.wgsl';
 import matvecMultiSource from '../../wgsl/matvec_multi.forward.wgsl';
 import matvecQ4kSource from '../../wgsl/matvec_q4k.forward.wgsl';
@@ -66,11 +68,31 @@ const MATVEC_WG = 256;
 /**
  * Lanes a row of the Q4_K matvec (matvec_q4k.forward.wgsl) gets: about two 32-value chunks each,
  * 8 to 64 lanes (measured on an H100 at E2B's shapes: 1,536 columns best with 16 lanes, 2,048
- * with 32, 6,144 with 64; bench/micro.ts).
+ * with 32, 6,144 with 64; bench/micro.ts); {@link q4kFillLanes} starts from this.
  */
 export function q4kLanes(cols: number): number {
   const half = cols / 32 / 2;
   return Math.min(64, Math.max(8, 2 ** Math.floor(Math.log2(Math.max(1, half)))));
+}
+/**
+ * Workgroups a Q4_K matvec should launch at least: an H200's 132 SMs. Below that, SMs sit idle,
+ * and more lanes a row (so more workgroups, each row's loads spread wider) win; measured on an
+ * H200: the 256 × 1,536 inp_gate at 16 lanes (16 workgroups) 0.229 ms, at 64 lanes 0.195 ms.
+ */
+export const Q4K_FILL_WORKGROUPS = 132;
+/**
+ * Lanes a row of a Q4_K matvec gets: {@link q4kLanes}, doubled (up to 64) while the dispatch has
+ * fewer than {@link Q4K_FILL_WORKGROUPS} workgroups. `rows` are the parts' row counts; with `gelu`
+ * the two parts share their workgroups (the dispatch is part 0's), otherwise they add up.
+ */
+export function q4kFillLanes(cols: number, rows: readonly number[], gelu = false): number {
+  const groups = (lanes: number) => {
+    const wgs = rows.map((r) => Math.ceil(r / (MATVEC_WG / lanes)));
+    return gelu ? wgs[0]! : wgs.reduce((a, v) => a + v, 0);
+  };
+  let lanes = q4kLanes(cols);
+  while (lanes < 64 && groups(lanes) < Q4K_FILL_WORKGROUPS) lanes *= 2;
+  return lanes;
 }
 /**
  * Lanes a row of the Q6_K matvec (matvec_q6k.forward.wgsl) gets (measured on an H200 at E2B's
@@ -82,6 +104,8 @@ export function q6kLanes(rows: number): number {
   return rows >= MATVEC_SHORT_MIN_ROWS ? 8 : 64;
 }
 const GELU: ShaderPart = { name: 'gelu.wgsl', source: geluSource };
+/** Params and bindings of matvec.forward.wgsl and matvec_q6k.forward.wgsl, put in front of either body. */
+const MATVEC_BINDINGS: ShaderPart = { name: 'matvec_bindings.wgsl', source: matvecBindingsSource };
 const INPUT: ShaderPart = { name: 'matvec_input.forward.wgsl', source: matvecInputSource };
 const INPUT_NORM: ShaderPart = { name: 'matvec_input_norm.forward.wgsl', source: matvecInputNormSource };
 /** Storage buffers of a Q4_K matvec that forms its input ({@link MatVecResidualInput}): x, 2 outputs, aux, 2 weights, 2 terms, norms. */
@@ -490,7 +514,7 @@ export class LinearKernels {
       name: sg ? 'matvec_sg' : op,
       dtype: typeName(type),
       constants,
-      parts: isMatmul ? [body, WEIGHTS_COMMON, snippet] : op === 'matvec' ? (sg ? [REDUCE_SG, body, GELU, WEIGHTS_COMMON, snippet] : [body, REDUCE, GELU, WEIGHTS_COMMON, snippet]) : [body, GELU, WEIGHTS_COMMON, snippet],
+      parts: isMatmul ? [body, WEIGHTS_COMMON, snippet] : op === 'matvec' ? (sg ? [REDUCE_SG, MATVEC_BINDINGS, body, GELU, WEIGHTS_COMMON, snippet] : [MATVEC_BINDINGS, body, REDUCE, GELU, WEIGHTS_COMMON, snippet]) : [body, GELU, WEIGHTS_COMMON, snippet],
       layout: isMatmul ? this.matmulPipelineLayout : this.matvecPipelineLayout,
     });
   }
@@ -503,7 +527,7 @@ export class LinearKernels {
       name: sg ? 'matvec_q6k_sg' : 'matvec_q6k',
       dtype: 'Q6_K',
       constants: { LANES_PER_ROW: lanes },
-      parts: [...(sg ? [REDUCE_SG, body] : [body, REDUCE]), GELU, WEIGHTS_COMMON],
+      parts: [...(sg ? [REDUCE_SG, MATVEC_BINDINGS, body] : [MATVEC_BINDINGS, body, REDUCE]), GELU, WEIGHTS_COMMON],
       layout: this.matvecPipelineLayout,
     });
   }
@@ -641,7 +665,7 @@ export class LinearKernels {
         throw new RullamaError('bad-argument', `${label}: the outputs (y and the formed input's buffer) must differ from x, the terms, the norms and aux, and from each other`);
       }
     }
-    const lanes = q4kLanes(b.cols);
+    const lanes = q4kFillLanes(b.cols, parts.map((p) => p.rows), b.gelu === true);
     const rowsPerGroup = MATVEC_WG / lanes;
     const wgs = parts.map((p) => Math.ceil(p.rows / rowsPerGroup));
     const none = 2 ** 32 - 1;
@@ -769,7 +793,8 @@ export class LinearKernels {
     const g = this.check(b, maxTokens, xStride, yStride, label);
     // A split's parts ([splits][tokens][rows] f32) must fit one storage binding; by default a
     // matrix whose parts would not takes the narrow tile instead.
-    const partsBytes = 4 * matmulSplits(b.cols).splits * maxTokens * b.rows;
+    const split = matmulSplits(b.cols);
+    const partsBytes = 4 * split.splits * maxTokens * b.rows;
     const partsFit = partsBytes <= Math.min(this.device.limits.maxStorageBufferBindingSize, this.device.limits.maxBufferSize);
     const tile = b.tile ?? (b.rows >= MATMUL_WIDE_ROWS ? 'wide' : b.cols >= MATMUL_SPLIT_COLS && !this.software && partsFit ? 'split' : 'narrow');
     if (tile !== 'wide' && tile !== 'narrow' && tile !== 'split') throw new RullamaError('bad-argument', `${label}: tile must be 'wide', 'narrow' or 'split', not ${String(tile)}`);
@@ -783,7 +808,7 @@ export class LinearKernels {
     if (rowTiles > maxGroups || Math.ceil(maxTokens / tileTokens) > maxGroups || (tile === 'split' && maxTokens > maxGroups)) {
       throw new RullamaError('bad-argument', `${label}: ${b.rows} rows × ${maxTokens} tokens need more workgroups than one dispatch allows; split the rows`);
     }
-    const { splits, kSplit } = tile === 'split' ? matmulSplits(b.cols) : { splits: 1, kSplit: b.cols };
+    const { splits, kSplit } = tile === 'split' ? split : { splits: 1, kSplit: b.cols };
     // Split: the wide kernel writes its parts [splits][tokens][rows] to the shared parts buffer, the sum writes y.
     const splitStride = maxTokens * b.rows;
     const parts = tile === 'split' ? this.splitPartsFor(splits * splitStride) : null;
