@@ -2,7 +2,8 @@
 // engine on one model, as one JSON object (the benchmark record's format). With --long-tokens N
 // (default 4096, 0 to skip) it also prefills an N-token prompt and decodes after it (decode at long
 // context). CPU time per token in JavaScript: recording + submitting the forward chain and
-// fetching per-layer-embedding rows, per forward call. The per-kernel GPU breakdown (timestamp
+// fetching per-layer-embedding rows, per forward call. --ple-on-gpu keeps the per-layer-embedding
+// table on the GPU (decode steps then chain there; see Gemma4Model.chainSample). The per-kernel GPU breakdown (timestamp
 // queries) is in bench/e2b.ts, which drives the forward pass directly.
 import { parseArgs } from 'node:util';
 import { Engine } from '../core/engine.js';
@@ -29,6 +30,7 @@ export async function bench(args: string[]): Promise<unknown> {
       model: { type: 'string' }, 'prompt-tokens': { type: 'string', default: '512' }, 'gen-tokens': { type: 'string', default: '128' },
       runs: { type: 'string', default: '5' }, 'prefill-chunk': { type: 'string' }, json: { type: 'boolean' },
       'long-tokens': { type: 'string', default: '4096' }, adapter: { type: 'string', multiple: true },
+      'ple-on-gpu': { type: 'boolean' },
     },
   });
   if (!values.model) throw new BenchUsageError('bench needs --model');
@@ -44,7 +46,7 @@ export async function bench(args: string[]): Promise<unknown> {
   const source = await nodeFileSource(values.model);
   try {
     const t0 = performance.now();
-    const engine = await Engine.load(source, { device, contextSize: Math.max(promptTokens!, longTokens) + genTokens! + 1, prefillChunk: chunk });
+    const engine = await Engine.load(source, { device, contextSize: Math.max(promptTokens!, longTokens) + genTokens! + 1, prefillChunk: chunk, perLayerTableOnGpu: values['ple-on-gpu'] });
     const loadMs = performance.now() - t0;
     await engine.setAdapters(adapters);
     let text = engine.tokenize(PASSAGE);
@@ -79,6 +81,8 @@ export async function bench(args: string[]): Promise<unknown> {
       prompt_tokens: promptTokens,
       gen_tokens: genTokens,
       prefill_chunk: engine.model.prefillChunk,
+      per_layer_table: values['ple-on-gpu'] ? 'gpu' : 'cpu',
+      chained_decode: engine.model.chainable,
       lora_adapters: describeAdapters(adapters),
       detail: { prefill_tok_s: summary(prefill), decode_tok_s: summary(decode), ttft_ms: summary(ttft) },
       cpu_ms_per_token: { record_submit: summary(main.recordMs), ple_rows: summary(main.pleMs) },

@@ -34,6 +34,11 @@ export interface EngineLoadOptions {
   contextSize?: number;
   /** Prompt tokens per prefill block (default 128). */
   prefillChunk?: number;
+  /**
+   * Keep the per-layer-embedding table on the GPU (E2B: 4.7 GB more GPU memory). Decoding is then
+   * faster: each step starts before the CPU has read the token before it. Default: off.
+   */
+  perLayerTableOnGpu?: boolean;
   signal?: AbortSignal;
   onProgress?: (p: LoadProgress) => void;
   /** Close the source on dispose. Default: yes for sources the engine opens, no for a ByteSource passed in. */
@@ -189,6 +194,7 @@ export class Engine {
         file,
         contextSize: options.contextSize,
         prefillChunk: options.prefillChunk,
+        perLayerTableOnGpu: options.perLayerTableOnGpu,
         signal,
         onProgress: (p) => {
           progress('weights', p.loaded, p.total);

@@ -1,6 +1,6 @@
 import { RullamaError, throwIfAborted } from './errors.js';
-import type { Gemma4Model } from './model/model.js';
-import type { SamplingOptions } from './sampling.js';
+import type { Gemma4Model, PendingSample } from './model/model.js';
+import { checkSamplingOptions, usesPenalties, type SamplingOptions } from './sampling.js';
 import type { Tokenizer } from './tokenizer/tokenizer.js';
 
 export interface GenerateOptions extends SamplingOptions {
@@ -103,43 +103,67 @@ export async function* generate(
     model.reset();
     reused = 0;
   }
-  let pending = prompt.slice(reused);
-  const prefilled = pending.length;
+  const prefilled = prompt.length - reused;
+  // Without penalties (whose window needs each token on the CPU), each decode step is chained on
+  // the GPU where the model allows it: submitted before the token before it is read.
+  const chain = model.chainable && !usesPenalties(checkSamplingOptions(options, model.config.vocabSize));
+  const recentWith = (pending: readonly number[]) => (window > 0 ? [...model.tokens.slice(-window), ...pending].slice(-window) : []);
   let prefillMs = 0;
   let firstTokenMs = 0;
-  for (let i = 0; i < maxTokens; i++) {
+  let current: PendingSample;
+  /** The tokens the model keeps: a step chained past the end fed a token the answer does not follow. */
+  let keep = model.position;
+  try {
     throwIfAborted(options.signal);
-    if (model.position + pending.length >= model.contextSize) {
-      stoppedBy = 'context-full';
-      break;
-    }
-    const position = model.position + pending.length;
-    const recent = window > 0 ? [...model.tokens.slice(-window), ...pending].slice(-window) : [];
+    const pending = prompt.slice(reused);
     const t0 = performance.now();
-    const next = pending;
-    const { id, logprob } = await schedule(() => model.sampleNext(next, options, recent, uniformAt(seed, position), options.signal));
-    if (i === 0) {
-      prefillMs = performance.now() - t0;
-      firstTokenMs = performance.now() - start;
+    current = await schedule(() => model.startSample(pending, options, recentWith(pending), uniformAt(seed, prompt.length), options.signal));
+    keep = model.position;
+    for (let i = 0; ; i++) {
+      let next: PendingSample | null = null;
+      if (chain && i + 1 < maxTokens && model.position + 1 < model.contextSize) {
+        const from: PendingSample = current;
+        const r = uniformAt(seed, model.position + 1);
+        next = await schedule(() => model.chainSample(from, options, r, options.signal));
+      }
+      const { id, logprob } = await current.read();
+      if (i === 0) {
+        prefillMs = performance.now() - t0;
+        firstTokenMs = performance.now() - start;
+      }
+      if (stopTokens.has(id)) {
+        stoppedBy = 'stop-token';
+        break;
+      }
+      tokens.push(id);
+      const piece = decoder.push(id);
+      const before = text.length;
+      text += piece;
+      const hit = stopStrings.map((s) => text.indexOf(s, Math.max(0, before - s.length + 1))).filter((at) => at >= 0);
+      if (hit.length > 0) {
+        const cut = Math.min(...hit);
+        text = text.slice(0, cut);
+        if (cut > before) yield { id, text: text.slice(before), logprob };
+        stoppedBy = 'stop-string';
+        break;
+      }
+      yield { id, text: piece, logprob };
+      if (i + 1 >= maxTokens) break;
+      throwIfAborted(options.signal);
+      if (!next) {
+        if (model.position + 1 >= model.contextSize) {
+          stoppedBy = 'context-full';
+          break;
+        }
+        const r = uniformAt(seed, model.position + 1);
+        next = await schedule(() => model.startSample([id], options, recentWith([id]), r, options.signal));
+      }
+      current = next;
+      keep = model.position;
     }
-    if (stopTokens.has(id)) {
-      stoppedBy = 'stop-token';
-      break;
-    }
-    tokens.push(id);
-    pending = [id];
-    const piece = decoder.push(id);
-    const before = text.length;
-    text += piece;
-    const hit = stopStrings.map((s) => text.indexOf(s, Math.max(0, before - s.length + 1))).filter((at) => at >= 0);
-    if (hit.length > 0) {
-      const cut = Math.min(...hit);
-      text = text.slice(0, cut);
-      if (cut > before) yield { id, text: text.slice(before), logprob };
-      stoppedBy = 'stop-string';
-      break;
-    }
-    yield { id, text: piece, logprob };
+  } finally {
+    // Drop a token fed ahead that the answer does not continue from (as if it was never fed).
+    if (model.position > keep && !model.rewind(keep)) model.reset();
   }
   const decodeMs = performance.now() - start - firstTokenMs;
   return {

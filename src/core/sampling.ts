@@ -143,6 +143,11 @@ export function checkSamplingOptions(options: SamplingOptions, vocabSize: number
   return { temperature, topK, topP, minP, repetitionPenalty, presencePenalty, frequencyPenalty, bias };
 }
 
+/** Whether any penalty is on (then the recent tokens matter). */
+export function usesPenalties(options: CheckedSamplingOptions): boolean {
+  return options.repetitionPenalty !== 1 || options.presencePenalty !== 0 || options.frequencyPenalty !== 0;
+}
+
 /**
  * The distinct tokens whose score differs from their logit, sorted by id: every token of the
  * penalty window (with its count; only when a penalty is on) and every biased token. Window ids
@@ -150,7 +155,7 @@ export function checkSamplingOptions(options: SamplingOptions, vocabSize: number
  */
 export function samplingEntries(options: CheckedSamplingOptions, recent: readonly number[], vocabSize: number): SamplingEntry[] {
   const counts = new Map<number, number>();
-  const penalised = options.repetitionPenalty !== 1 || options.presencePenalty !== 0 || options.frequencyPenalty !== 0;
+  const penalised = usesPenalties(options);
   for (const id of recent) {
     if (!Number.isInteger(id) || id < 0 || id >= vocabSize) bad(`penalty window holds token ${id}, outside the vocabulary of ${vocabSize}`);
     if (penalised) counts.set(id, (counts.get(id) ?? 0) + 1);

@@ -1,7 +1,7 @@
 import { RullamaError, throwIfAborted } from '../errors.js';
 import { sha256 } from '../ollama/sha256.js';
 import { GpuSampler } from '../gpu/sampler.js';
-import { checkSamplingOptions, type SampledToken, type SamplingOptions } from '../sampling.js';
+import { checkSamplingOptions, usesPenalties, type SampledToken, type SamplingOptions } from '../sampling.js';
 import { readGGUF, readTensorBytes } from '../gguf/read.js';
 import { dequantize } from '../quant/dequant.js';
 import type { ByteSource } from '../gguf/source.js';
@@ -24,6 +24,12 @@ export interface LoadModelOptions {
   allLogits?: boolean;
   /** The decode kernels, 'gpu' or 'software' (see KernelProfile; default: by device). */
   kernelProfile?: KernelProfile;
+  /**
+   * Keep the per-layer-embedding table on the GPU (E2B: 4.7 GB more GPU memory; default: no, its
+   * rows are read on the CPU). Then a decode step can start before the CPU knows its token, so
+   * decoding overlaps the CPU's work with the GPU's (see {@link Gemma4Model.chainSample}).
+   */
+  perLayerTableOnGpu?: boolean;
   signal?: AbortSignal;
   onProgress?: (p: UploadProgress) => void;
   /** The source's header, when the caller has read it already. */
@@ -82,6 +88,12 @@ export class Gemma4Model {
   private destroyed = false;
   /** Made on first use: tests and `rullama logits` never sample. */
   private sampler: Promise<GpuSampler> | null = null;
+  /** The last sample encoded, while nothing else has been fed since: a chained step may follow it. */
+  private lastSample: PendingSample | null = null;
+  /** One past the highest position written to the KV cache since the last reset or restore. */
+  private written = 0;
+  /** Counts rewinds, resets and restores: a chained token read late fills its place only if none came between. */
+  private epoch = 0;
   private lora: GpuLoraSet | null = null;
 
   private constructor(
@@ -124,7 +136,9 @@ export class Gemma4Model {
     const file = options.file ?? (await readGGUF(source, { signal: options.signal }));
     const config = readGemma4Config(file);
     const tensors = resolveTensors(file, config);
-    const weights = await GpuWeights.upload(device, source, tensors, { signal: options.signal, onProgress: options.onProgress });
+    const weights = await GpuWeights.upload(device, source, tensors, {
+      signal: options.signal, onProgress: options.onProgress, perLayerTable: options.perLayerTableOnGpu,
+    });
     try {
       const ropeFactors = tensors.ropeFreqs
         ? dequantize(tensors.ropeFreqs.type, await readTensorBytes(source, tensors.ropeFreqs), tensors.ropeFreqs.elementCount)
@@ -236,6 +250,9 @@ export class Gemma4Model {
   reset(): void {
     this.history = [];
     this.ringFloor = 0;
+    this.written = 0;
+    this.lastSample = null;
+    this.epoch++;
   }
 
   /**
@@ -247,12 +264,16 @@ export class Gemma4Model {
   rewind(length: number): boolean {
     if (!Number.isInteger(length) || length < 0 || length > this.position) throw new RullamaError('bad-argument', `cannot rewind to ${length} of ${this.position} tokens`);
     if (length === this.position) return true;
+    // A ring holds the last `capacity` positions written, which may lie past the tokens kept
+    // (a step fed ahead by chainSample, or an earlier rewind).
     const needed = Math.max(0, length - this.config.slidingWindow + 1);
     for (const kv of this.forward.kv.entries) {
       const layer = this.config.layers[kv.layer]!;
-      if (layer.sliding && needed < Math.max(this.ringFloor, this.position - kv.capacity)) return false;
+      if (layer.sliding && needed < Math.max(this.ringFloor, this.written - kv.capacity)) return false;
     }
     this.history.length = length;
+    this.lastSample = null;
+    this.epoch++;
     return true;
   }
 
@@ -274,12 +295,14 @@ export class Gemma4Model {
     const read = options.logits ?? 'last';
     const chunk = this.forward.options.maxTokens;
     const out: Float32Array[] = [];
+    this.lastSample = null;
     try {
       for (let i = 0; i < tokens.length; i += chunk) {
         throwIfAborted(options.signal);
         const block = tokens.slice(i, i + chunk);
-        const rows = this.ple ? await this.ple.rows(block, options.signal) : null;
+        const rows = this.ple && this.forward.needsPerLayerRows ? await this.ple.rows(block, options.signal) : null;
         const last = i + chunk >= tokens.length;
+        this.written = Math.max(this.written, this.position + block.length);
         await this.forward.run(Uint32Array.from(block), this.position, rows as Float32Array<ArrayBuffer> | null, {
           all: read === 'all', signal: options.signal, after: last ? options.after : undefined,
         });
@@ -303,11 +326,66 @@ export class Gemma4Model {
    * on the GPU in the same submit as the forward pass: a token reads back 16 bytes.
    */
   async sampleNext(tokens: readonly number[], options: SamplingOptions, recent: readonly number[], r: number, signal?: AbortSignal): Promise<SampledToken> {
+    return (await this.startSample(tokens, options, recent, r, signal)).read();
+  }
+
+  /**
+   * Like {@link sampleNext}, but returns once the work is submitted: read the token from the
+   * result, and meanwhile the CPU is free, for instance to chain the next step.
+   */
+  async startSample(tokens: readonly number[], options: SamplingOptions, recent: readonly number[], r: number, signal?: AbortSignal): Promise<PendingSample> {
     checkSamplingOptions(options, this.config.vocabSize); // fail before any GPU work
-    const sampler = (this.sampler ??= GpuSampler.create(this.device, this.shared.pipelines, { logits: this.forward.logits, vocabSize: this.config.vocabSize }));
+    const gpu = await this.gpuSampler();
     let ticket = 0;
-    const gpu = await sampler;
     await this.feed(tokens, { signal, logits: 'none', after: (encoder) => (ticket = gpu.encode(encoder, options, recent, r)) });
+    return (this.lastSample = new PendingSample(this.position, () => this.readSample(gpu, ticket)));
+  }
+
+  /** Whether {@link chainSample} works here: the model needs nothing of a token on the CPU. */
+  get chainable(): boolean {
+    return this.forward.chainable;
+  }
+
+  /**
+   * Feeds the token `previous` picks, before the CPU knows it, and samples the one after it: the
+   * token goes from the sampler's result to the forward's input on the GPU, so this step is
+   * submitted while the GPU still runs the one before, and reading a token no longer leaves the
+   * GPU idle. `previous` must be the last sample, with nothing fed since. Until it is read, its
+   * place in {@link tokens} holds −1. The step cannot use penalties (their window would need the
+   * token): `options` must have none. A caller that stops at `previous`'s token (a stop token)
+   * rewinds to `previous.position`.
+   */
+  async chainSample(previous: PendingSample, options: SamplingOptions, r: number, signal?: AbortSignal): Promise<PendingSample> {
+    this.checkDevice();
+    const checked = checkSamplingOptions(options, this.config.vocabSize);
+    if (usesPenalties(checked)) throw new RullamaError('bad-argument', 'a chained step cannot apply penalties: the penalty window would need the token it feeds');
+    if (!this.chainable) throw new RullamaError('unsupported', 'this model reads per-layer rows on the CPU: load it with perLayerTableOnGpu to chain decode steps');
+    if (previous !== this.lastSample || previous.position !== this.position) throw new RullamaError('bad-argument', 'a chained step must follow the last sample, with nothing fed since');
+    if (this.position + 1 > this.contextSize) throw new RullamaError('context-overflow', `${this.position} + 1 tokens exceed the context of ${this.contextSize}`);
+    throwIfAborted(signal);
+    const gpu = await this.gpuSampler();
+    const at = this.position;
+    let ticket = 0;
+    try {
+      this.written = Math.max(this.written, at + 1);
+      await this.forward.run(gpu.result, at, null, { signal, after: (encoder) => (ticket = gpu.encode(encoder, options, [], r)) });
+    } catch (e) {
+      this.lastSample = null;
+      throw await this.explain(e);
+    }
+    this.history.push(UNKNOWN_TOKEN);
+    const epoch = this.epoch;
+    void previous.read().then(({ id }) => {
+      if (this.epoch === epoch && this.history[at] === UNKNOWN_TOKEN) this.history[at] = id;
+    }, () => {});
+    return (this.lastSample = new PendingSample(this.position, () => this.readSample(gpu, ticket)));
+  }
+
+  private gpuSampler(): Promise<GpuSampler> {
+    return (this.sampler ??= GpuSampler.create(this.device, this.shared.pipelines, { logits: this.forward.logits, vocabSize: this.config.vocabSize }));
+  }
+
+  private async readSample(gpu: GpuSampler, ticket: number): Promise<SampledToken> {
     try {
       const { id, logprob } = await gpu.read(ticket);
       return { id, logprob };
@@ -359,6 +437,9 @@ export class Gemma4Model {
     this.forward.kv.write(this.device, snapshot.layers);
     this.history = Array.from(snapshot.tokens);
     this.ringFloor = floor;
+    this.written = pos;
+    this.lastSample = null;
+    this.epoch++;
   }
 
   /** What a saved state must match: the model, and the adapters applied when it was saved. */
@@ -388,6 +469,24 @@ export class Gemma4Model {
     await Promise.race([this.device.lost, new Promise((r) => setTimeout(r, 50))]);
     if (this.lostReason !== null) return new RullamaError('device-lost', `the GPU device was lost (${this.lostReason}): load the model again to continue`, { cause: e });
     return e;
+  }
+}
+
+/** What {@link Gemma4Model.tokens} holds where a chained step fed a token not read yet. */
+const UNKNOWN_TOKEN = -1;
+
+/** A sampled token whose work is submitted: `read` waits for it (once; later calls share the result). */
+export class PendingSample {
+  private result: Promise<SampledToken> | null = null;
+
+  constructor(
+    /** Where the token goes when fed: the model's position once this sample's step was fed. */
+    readonly position: number,
+    private readonly fetch: () => Promise<SampledToken>,
+  ) {}
+
+  read(): Promise<SampledToken> {
+    return (this.result ??= this.fetch());
   }
 }
 

@@ -29,6 +29,11 @@ export interface UploadOptions {
   onProgress?: (p: UploadProgress) => void;
   /** Largest buffer to create; defaults to the device's binding and buffer limits. */
   maxTileBytes?: number;
+  /**
+   * Upload the per-layer-embedding table too (E2B: 4.7 GB), so each token's rows are gathered on
+   * the GPU: decode steps then chain there without the CPU knowing the token (see GpuForward).
+   */
+  perLayerTable?: boolean;
 }
 
 /** Bytes per read-and-write step while streaming a tensor to the GPU. */
@@ -39,8 +44,9 @@ const ADDRESSABLE_BYTES = 2 ** 32 - 4;
 /**
  * The model's weights on the GPU, uploaded tensor by tensor while streaming from the source, with
  * no whole-tensor copy in memory. A tensor larger than the device allows in one binding is split
- * into row tiles. The per-layer-embedding table is not uploaded (see PleRows),
- * nor rope_freqs (the rope kernel takes its frequencies, built on the CPU).
+ * into row tiles. The per-layer-embedding table is uploaded only when asked (by default PleRows
+ * reads its rows on the CPU), and rope_freqs never (the rope kernel takes its frequencies, built on
+ * the CPU).
  */
 export class GpuWeights {
   private readonly byTensor = new Map<GGUFTensorInfo, GpuTensor>();
@@ -51,6 +57,7 @@ export class GpuWeights {
   static async upload(device: GPUDevice, source: ByteSource, tensors: ModelTensors, options: UploadOptions = {}): Promise<GpuWeights> {
     const list = [
       tensors.tokenEmbd, tensors.outputNorm, tensors.pleModelProj, tensors.pleProjNorm,
+      options.perLayerTable ? tensors.pleTokenEmbd : null,
       ...tensors.layers.flatMap((l) => Object.values(l) as (GGUFTensorInfo | null)[]),
     ].filter((t): t is GGUFTensorInfo => t !== null);
     const total = list.reduce((n, t) => n + t.byteSize, 0);
@@ -79,6 +86,11 @@ export class GpuWeights {
   /** GPU bytes held by the weights. */
   get bytes(): number {
     return this.bytesInUse;
+  }
+
+  /** Whether the tensor was uploaded. */
+  has(info: GGUFTensorInfo | null): boolean {
+    return info !== null && this.byTensor.has(info);
   }
 
   get(info: GGUFTensorInfo): GpuTensor {
