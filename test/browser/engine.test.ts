@@ -49,6 +49,37 @@ describe('Engine on Chromium WebGPU', () => {
     }
   });
 
+  it('chains decode steps on the GPU with the per-layer table there, and answers as step by step', async () => {
+    const stepwise = await Engine.load(MODEL, { gpu: navigator.gpu, contextSize: 64, prefillChunk: 16 });
+    const chained = await Engine.load(MODEL, { gpu: navigator.gpu, contextSize: 64, prefillChunk: 16, perLayerTableOnGpu: true });
+    try {
+      expect(stepwise.model.chainable).to.equal(false);
+      expect(chained.model.chainable).to.equal(true);
+      for (const options of [{ maxTokens: 8 }, { maxTokens: 8, temperature: 0.8, topK: 20, seed: 3 }]) {
+        stepwise.reset();
+        chained.reset();
+        const want = await stepwise.generate(PROMPT, options).result;
+        const got = await chained.generate(PROMPT, options).result;
+        expect(got.tokens).to.deep.equal(want.tokens);
+        expect(chained.model.tokens).to.deep.equal(stepwise.model.tokens);
+      }
+      // A stop token met mid-answer: the step fed ahead is forgotten.
+      stepwise.reset();
+      const free = await stepwise.generate(PROMPT, { maxTokens: 8 }).result;
+      const stop = free.tokens[3]!;
+      stepwise.reset();
+      chained.reset();
+      const want = await stepwise.generate(PROMPT, { maxTokens: 8, stopTokens: [stop] }).result;
+      const got = await chained.generate(PROMPT, { maxTokens: 8, stopTokens: [stop] }).result;
+      expect(got.stats.stoppedBy).to.equal('stop-token');
+      expect(got.tokens).to.deep.equal(want.tokens);
+      expect(chained.model.tokens).to.deep.equal(stepwise.model.tokens);
+    } finally {
+      await stepwise.dispose();
+      await chained.dispose();
+    }
+  });
+
   it('reports a lost device as device-lost', async () => {
     const adapter = await navigator.gpu.requestAdapter();
     const device = await adapter!.requestDevice();
