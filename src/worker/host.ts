@@ -105,7 +105,7 @@ export function serveEngine(endpoint: Endpoint, options: HostOptions = {}): void
     return c;
   };
 
-  async function load(id: number, modelId: number, spec: SourceSpec, contextSize: number | undefined, signal: AbortSignal): Promise<ModelInfo> {
+  async function load(id: number, modelId: number, spec: SourceSpec, options: { contextSize?: number; perLayerTableOnGpu?: boolean }, signal: AbortSignal): Promise<ModelInfo> {
     const rate = new Rate();
     const progress = (p: LoadProgressDetail) => reply({ type: 'progress', id, progress: rate.measure(p) });
     const task = (async (): Promise<LoadedModel> => {
@@ -114,7 +114,8 @@ export function serveEngine(endpoint: Endpoint, options: HostOptions = {}): void
       const engine = await Engine.load(source as ModelSource, {
         gpu: webgpu,
         closeSource: owned,
-        contextSize,
+        contextSize: options.contextSize,
+        perLayerTableOnGpu: options.perLayerTableOnGpu === true,
         signal,
         onProgress: (p) => progress({ phase: p.phase, loaded: p.loaded, total: p.total }),
       });
@@ -268,7 +269,7 @@ export function serveEngine(endpoint: Endpoint, options: HostOptions = {}): void
         }
         return { value: { version: PROTOCOL_VERSION, webgpu: !!(options.gpu ?? (globalThis.navigator as Navigator & { gpu?: GPU })?.gpu) } };
       case 'load':
-        return { value: await load(request.id, request.model, request.source, request.contextSize, signal) };
+        return { value: await load(request.id, request.model, request.source, { contextSize: request.contextSize, perLayerTableOnGpu: request.perLayerTableOnGpu }, signal) };
       case 'unload':
         await unload(request.model);
         return {};

@@ -126,7 +126,7 @@ export type WireTrainResult = TrainResult;
 
 export type WorkerRequest =
   | { type: 'hello'; id: number; version: number }
-  | { type: 'load'; id: number; model: number; source: SourceSpec; contextSize?: number }
+  | { type: 'load'; id: number; model: number; source: SourceSpec; contextSize?: number; perLayerTableOnGpu?: boolean }
   | { type: 'unload'; id: number; model: number }
   | { type: 'open'; id: number; model: number; conversation: number; contextSize?: number }
   | { type: 'close'; id: number; conversation: number }

@@ -102,6 +102,23 @@ describe('the engine worker (RullamaClient)', () => {
     }
   });
 
+  it('loads with the per-layer table on the GPU when asked, and answers the same', async () => {
+    const plain = new RullamaClient();
+    const table = new RullamaClient();
+    try {
+      const a = plain.acquire(MODEL, { contextSize: 64 });
+      const b = table.acquire(MODEL, { contextSize: 64, perLayerTableOnGpu: true });
+      const [infoA, infoB] = await Promise.all([a.ready, b.ready]);
+      // tiny-e2b's table: 6 layers × 32 values × 262,144 tokens, uploaded as stored.
+      expect(infoB.gpuBytes).to.be.above(infoA.gpuBytes + 1e6);
+      const ask = async (ref: typeof a) => (await (await ref.openConversation()).chat(ASK, { maxTokens: 5 }).result).tokens;
+      expect(await ask(b)).to.deep.equal(await ask(a));
+    } finally {
+      plain.terminate();
+      table.terminate();
+    }
+  });
+
   it('cancels a load and a generation from the page', async () => {
     const client = new RullamaClient();
     try {

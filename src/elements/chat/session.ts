@@ -125,6 +125,7 @@ export class ChatSession {
     const input = await resolveModelInput(el, fromClick);
     return RullamaClient.shared().acquire(input, {
       ...(el.contextSize ? { contextSize: el.contextSize } : {}),
+      ...(el.pleOnGpu ? { perLayerTableOnGpu: true } : {}),
       ...(el.sha256 ? { sha256: el.sha256 } : {}),
       ...(el.noCache ? { cache: false } : {}),
     });

@@ -42,6 +42,7 @@ export class RullamaModel extends LitElement {
     src: { type: String },
     ollamaModel: { type: String, attribute: 'ollama-model' },
     contextSize: { type: Number, attribute: 'context-size' },
+    pleOnGpu: { type: Boolean, attribute: 'ple-on-gpu' },
     sha256: { type: String },
     noCache: { type: Boolean, attribute: 'no-cache' },
     autoload: { type: Boolean },
@@ -57,6 +58,8 @@ export class RullamaModel extends LitElement {
   src: string | null = null;
   ollamaModel: string | null = null;
   contextSize?: number;
+  /** Keep the per-layer-embedding table on the GPU (E2B: 4.7 GB more GPU memory) for faster decoding. */
+  pleOnGpu = false;
   sha256: string | null = null;
   noCache = false;
   autoload = false;
@@ -94,7 +97,7 @@ export class RullamaModel extends LitElement {
   }
 
   protected override updated(changed: PropertyValues<this>): void {
-    const changedSource = (['src', 'ollamaModel', 'file', 'contextSize', 'sha256', 'noCache'] as const).some((k) => changed.has(k) && changed.get(k) !== undefined);
+    const changedSource = (['src', 'ollamaModel', 'file', 'contextSize', 'pleOnGpu', 'sha256', 'noCache'] as const).some((k) => changed.has(k) && changed.get(k) !== undefined);
     if (changedSource && (this.own || this.acquiring)) {
       this.release();
       if (this.autoload) this.load().catch(() => {});
@@ -152,6 +155,7 @@ export class RullamaModel extends LitElement {
       const input = await resolveModelInput(this.sourceProps, fromClick);
       const ref = RullamaClient.shared().acquire(input, {
         ...(this.contextSize ? { contextSize: this.contextSize } : {}),
+        ...(this.pleOnGpu ? { perLayerTableOnGpu: true } : {}),
         ...(this.sha256 ? { sha256: this.sha256 } : {}),
         ...(this.noCache ? { cache: false } : {}),
       });
