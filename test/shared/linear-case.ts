@@ -56,8 +56,8 @@ function rowsOf(m: Matrix, from: number, to: number): Matrix {
  * Throws unless a Q4_K matvec of these parts gets `want` lanes a row (linear.ts's fill rule), so
  * that a check meant for that lane count cannot drift to another.
  */
-function expectQ4kLanes(cols: number, rows: readonly number[], gelu: boolean, want: number): void {
-  const got = q4kFillLanes(cols, rows, gelu);
+function expectQ4kLanes(cols: number, rows: readonly number[], gelu: boolean, want: number, formsInput = false): void {
+  const got = q4kFillLanes(cols, rows, gelu, formsInput);
   if (got !== want) throw new Error(`a Q4_K matvec of rows ${rows.join(' + ')} x ${cols}${gelu ? ' (gelu)' : ''} takes ${got} lanes a row, the check wants ${want}`);
 }
 
@@ -411,7 +411,7 @@ export async function checkMatVecVariants(kernels: LinearKernels, type: GGMLType
 
 /**
  * The Q4_K matvec at 16 and 32 lanes a row: the shapes above are small, so the fill rule
- * (q4kFillLanes) gives them 64 lanes; these have workgroups enough (at least 132) to keep fewer.
+ * (q4kFillLanes) gives them 64 lanes; these have workgroups enough (at least 264) to keep fewer.
  * 16 lanes (E2B's 1,536 columns): one weight from a first row, three row tiles in one dispatch, and
  * gate/up with their GELU product; 32 lanes (2,048 columns): one weight. (8 lanes: the tall matrix.)
  */
@@ -420,7 +420,7 @@ async function checkQ4kLanes(kernels: LinearKernels, own: <T extends GPUBuffer>(
   const type = GGMLType.Q4_K;
   const checks: LinearCheck[] = [];
   const upload = (m: Matrix, label: string) => own(uploadWeight(device, type, m.bytes, label));
-  const half = 2200; // 138 workgroups of 16 rows
+  const half = 4400; // 275 workgroups of 16 rows
   const a = makeMatrix(type, 2 * half, 1536, 111);
   const x = seededNormals(1536, 112);
   const xBuf = own(uploadStorage(device, x, 'x lanes'));
@@ -437,7 +437,7 @@ async function checkQ4kLanes(kernels: LinearKernels, own: <T extends GPUBuffer>(
 
   // Three row tiles of the first half in one dispatch (each part's workgroups counted at 16 lanes).
   {
-    const tiles = [rowsOf(a, 0, 1100), rowsOf(a, 1100, 1700), rowsOf(a, 1700, half)];
+    const tiles = [rowsOf(a, 0, 2200), rowsOf(a, 2200, 3400), rowsOf(a, 3400, half)];
     expectQ4kLanes(1536, tiles.map((m) => m.rows), false, 16);
     const ys = tiles.map((m) => own(sentinelBuffer(device, m.rows + 2, 'y tile')));
     const d = keep(await kernels.bindMatVecMulti({
@@ -475,9 +475,9 @@ async function checkQ4kLanes(kernels: LinearKernels, own: <T extends GPUBuffer>(
     checks.push({ name: `Q4_K matvec_multi gate/up + GELU ${half}x1536 at 16 lanes`, maxRelErr: worst, untouched: sentinelsKept(got, (j) => j >= 1) });
   }
 
-  // 32 lanes: 1,100 rows of 2,048 (138 workgroups of 8 rows).
+  // 32 lanes: 2,200 rows of 2,048 (275 workgroups of 8 rows).
   {
-    const rows = 1100;
+    const rows = 2200;
     expectQ4kLanes(2048, [rows], false, 32);
     const m = makeMatrix(type, rows, 2048, 113);
     const x2 = seededNormals(2048, 114);
@@ -515,12 +515,12 @@ export async function checkResidualInput(kernels: LinearKernels): Promise<Linear
   const own = <T extends GPUBuffer>(b: T): T => (owned.push(b), b);
   const keep = (d: Dispatch): Dispatch => (dispatches.push(d), d);
   try {
-    for (const cols of [768, 1536]) {
-      // 37 rows take 64 lanes (the fill rule); 2,200 rows of 1,536 keep 16 (138 workgroups), as E2B's MLP does.
-      const [rows, lanes] = cols === 1536 ? [2200, 16] : [37, 64];
-      expectQ4kLanes(cols, [rows, rows], true, lanes);
-      expectQ4kLanes(cols, [rows, 16], false, lanes);
-      expectQ4kLanes(cols, [rows], false, lanes);
+    // 37 rows take 64 lanes (the fill rule); 4,400 rows of 1,536 keep 16 (275 workgroups), as
+    // E2B's narrow MLP does; 8,400 rows (525 workgroups at 16 lanes) take 8, as its wide MLP does.
+    for (const [cols, rows, lanes] of [[768, 37, 64], [1536, 4400, 16], [1536, 8400, 8]] as const) {
+      expectQ4kLanes(cols, [rows, rows], true, lanes, true);
+      expectQ4kLanes(cols, [rows, 16], false, lanes, true);
+      expectQ4kLanes(cols, [rows], false, lanes, true);
       const h = seededNormals(cols + 8, 91 + cols, 3);
       const hs = h.subarray(8);
       const a = seededNormals(cols, 92 + cols, 5);

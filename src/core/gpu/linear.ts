@@ -75,23 +75,36 @@ export function q4kLanes(cols: number): number {
   return Math.min(64, Math.max(8, 2 ** Math.floor(Math.log2(Math.max(1, half)))));
 }
 /**
- * Workgroups a Q4_K matvec should launch at least: an H200's 132 SMs. Below that, SMs sit idle,
- * and more lanes a row (so more workgroups, each row's loads spread wider) win; measured on an
- * H200: the 256 × 1,536 inp_gate at 16 lanes (16 workgroups) 0.229 ms, at 64 lanes 0.195 ms.
+ * Workgroups a Q4_K matvec should launch at least: two for each of an H200's 132 SMs. Below that,
+ * SMs sit idle or wait on their loads alone, and more lanes a row (so more workgroups, each row's
+ * loads spread wider) win. Measured on an H200 (decode, 35 layers): the 256 × 1,536 inp_gate at
+ * 16 lanes (16 workgroups) 0.229 ms, at 64 lanes 0.195 ms; the 1,536 × 2,048 attn_output at 32
+ * lanes (192 workgroups) 0.217 ms, at 64 lanes 0.189 ms.
  */
-export const Q4K_FILL_WORKGROUPS = 132;
+export const Q4K_FILL_WORKGROUPS = 2 * 132;
+/**
+ * Workgroups a Q4_K matvec that forms its input ({@link MatVecResidualInput}) should launch at
+ * most: each workgroup forms the input again, so past this, more rows a workgroup (fewer lanes a
+ * row) pay off. Measured on an H200: E2B's gate+up over 12,288 rows (768 workgroups at 16 lanes)
+ * 0.021 ms a layer at 16 lanes, 0.018 at 8; over 6,144 rows (384 workgroups) 16 lanes stay best
+ * (0.013 against 0.014).
+ */
+export const Q4K_FORMED_INPUT_MAX_WORKGROUPS = 512;
 /**
  * Lanes a row of a Q4_K matvec gets: {@link q4kLanes}, doubled (up to 64) while the dispatch has
- * fewer than {@link Q4K_FILL_WORKGROUPS} workgroups. `rows` are the parts' row counts; with `gelu`
- * the two parts share their workgroups (the dispatch is part 0's), otherwise they add up.
+ * fewer than {@link Q4K_FILL_WORKGROUPS} workgroups, or, for one that forms its input
+ * (`formsInput`), halved (down to 8) while it has more than {@link Q4K_FORMED_INPUT_MAX_WORKGROUPS}.
+ * `rows` are the parts' row counts; with `gelu` the two parts share their workgroups (the dispatch
+ * is part 0's), otherwise they add up.
  */
-export function q4kFillLanes(cols: number, rows: readonly number[], gelu = false): number {
+export function q4kFillLanes(cols: number, rows: readonly number[], gelu = false, formsInput = false): number {
   const groups = (lanes: number) => {
     const wgs = rows.map((r) => Math.ceil(r / (MATVEC_WG / lanes)));
     return gelu ? wgs[0]! : wgs.reduce((a, v) => a + v, 0);
   };
   let lanes = q4kLanes(cols);
   while (lanes < 64 && groups(lanes) < Q4K_FILL_WORKGROUPS) lanes *= 2;
+  while (formsInput && lanes > 8 && groups(lanes) > Q4K_FORMED_INPUT_MAX_WORKGROUPS) lanes /= 2;
   return lanes;
 }
 /**
@@ -665,7 +678,7 @@ export class LinearKernels {
         throw new RullamaError('bad-argument', `${label}: the outputs (y and the formed input's buffer) must differ from x, the terms, the norms and aux, and from each other`);
       }
     }
-    const lanes = q4kFillLanes(b.cols, parts.map((p) => p.rows), b.gelu === true);
+    const lanes = q4kFillLanes(b.cols, parts.map((p) => p.rows), b.gelu === true, residual !== undefined);
     const rowsPerGroup = MATVEC_WG / lanes;
     const wgs = parts.map((p) => Math.ceil(p.rows / rowsPerGroup));
     const none = 2 ** 32 - 1;
