@@ -111,19 +111,19 @@ export async function* generate(
   let prefillMs = 0;
   let firstTokenMs = 0;
   let current: PendingSample;
-  /** The tokens the model keeps: a step chained past the end fed a token the answer does not follow. */
-  let keep = model.position;
+  /** Where a chained step fed the current token ahead, before the answer continued past it (else −1). */
+  let aheadAt = -1;
   try {
     throwIfAborted(options.signal);
     const pending = prompt.slice(reused);
     const t0 = performance.now();
     current = await schedule(() => model.startSample(pending, options, recentWith(pending), uniformAt(seed, prompt.length), options.signal));
-    keep = model.position;
     for (let i = 0; ; i++) {
       let next: PendingSample | null = null;
       if (chain && i + 1 < maxTokens && model.position + 1 < model.contextSize) {
         const from: PendingSample = current;
         const r = uniformAt(seed, model.position + 1);
+        aheadAt = from.position;
         next = await schedule(() => model.chainSample(from, options, r, options.signal));
       }
       const { id, logprob } = await current.read();
@@ -159,11 +159,11 @@ export async function* generate(
         next = await schedule(() => model.startSample([id], options, recentWith([id]), r, options.signal));
       }
       current = next;
-      keep = model.position;
+      aheadAt = -1;
     }
   } finally {
     // Drop a token fed ahead that the answer does not continue from (as if it was never fed).
-    if (model.position > keep && !model.rewind(keep)) model.reset();
+    if (aheadAt >= 0 && model.position > aheadAt && !model.rewind(aheadAt)) model.reset();
   }
   const decodeMs = performance.now() - start - firstTokenMs;
   return {
