@@ -274,6 +274,23 @@ function geluF64(x: number): number {
   return x / (1 + Math.exp(-2 * u));
 }
 
+/**
+ * Max over rows r of |got[yOffset + r] − gelu(gate_r·x)·(up_r·x)| (float64), each over the bound
+ * |gelu(g)|·Σ|u| + 1.13·Σ|g|·|u| (NaN counts as Infinity).
+ */
+function geluProductErr(gate: Matrix, up: Matrix, x: ArrayLike<number>, got: Float32Array, yOffset: number): number {
+  let worst = 0;
+  for (let r = 0; r < gate.rows; r++) {
+    const g = dotRowF64(gate, r, x);
+    const u = dotRowF64(up, r, x);
+    // Errors of both products, each scaled by the other factor's size (gelu' ≤ ~1.13).
+    const bound = Math.abs(geluF64(g.acc)) * u.scale + 1.13 * g.scale * Math.abs(u.acc) + 1e-30;
+    const err = Math.abs(got[yOffset + r]! - geluF64(g.acc) * u.acc) / bound;
+    worst = Math.max(worst, Number.isNaN(err) ? Infinity : err);
+  }
+  return worst;
+}
+
 /** Dtypes {@link checkMatVecVariants} runs on (the E2B weights' and a 32-block one). */
 export const MATVEC_VARIANT_TYPES: readonly GGMLType[] = [GGMLType.Q4_K, GGMLType.Q6_K, GGMLType.Q8_0];
 
@@ -464,15 +481,7 @@ async function checkQ4kLanes(kernels: LinearKernels, own: <T extends GPUBuffer>(
     }));
     submit(device, (pass) => d.encode(pass));
     const got = await readF32(device, y, half + 1);
-    let worst = 0;
-    for (let r = 0; r < half; r++) {
-      const g = dotRowF64(gate, r, x);
-      const u = dotRowF64(up, r, x);
-      const bound = Math.abs(geluF64(g.acc)) * u.scale + 1.13 * g.scale * Math.abs(u.acc) + 1e-30;
-      const err = Math.abs(got[1 + r]! - geluF64(g.acc) * u.acc) / bound;
-      worst = Math.max(worst, Number.isNaN(err) ? Infinity : err);
-    }
-    checks.push({ name: `Q4_K matvec_multi gate/up + GELU ${half}x1536 at 16 lanes`, maxRelErr: worst, untouched: sentinelsKept(got, (j) => j >= 1) });
+    checks.push({ name: `Q4_K matvec_multi gate/up + GELU ${half}x1536 at 16 lanes`, maxRelErr: geluProductErr(gate, up, x, got, 1), untouched: sentinelsKept(got, (j) => j >= 1) });
   }
 
   // 32 lanes: 2,200 rows of 2,048 (275 workgroups of 8 rows).
@@ -549,15 +558,7 @@ export async function checkResidualInput(kernels: LinearKernels): Promise<Linear
       }));
       submit(device, (pass) => d.encode(pass));
       let got = await readF32(device, y, rows + 3);
-      let worst = 0;
-      for (let r = 0; r < rows; r++) {
-        const g = dotRowF64(gate, r, mlpInput);
-        const u = dotRowF64(up, r, mlpInput);
-        const bound = Math.abs(geluF64(g.acc)) * u.scale + 1.13 * g.scale * Math.abs(u.acc) + 1e-30;
-        const err = Math.abs(got[1 + r]! - geluF64(g.acc) * u.acc) / bound;
-        worst = Math.max(worst, Number.isNaN(err) ? Infinity : err);
-      }
-      checks.push({ name: `residual input RMS(h + RMS(a)·n0)·n2, gate/up + GELU ${rows}x${cols}`, maxRelErr: worst, untouched: sentinelsKept(got, (j) => j >= 1 && j < 1 + rows) });
+      checks.push({ name: `residual input RMS(h + RMS(a)·n0)·n2, gate/up + GELU ${rows}x${cols}`, maxRelErr: geluProductErr(gate, up, mlpInput, got, 1), untouched: sentinelsKept(got, (j) => j >= 1 && j < 1 + rows) });
 
       // Two weights over the same formed input (split mode).
       const ms = [rows, 16].map((r, i) => makeMatrix(type, r, cols, 97 + i + cols));
@@ -567,7 +568,7 @@ export async function checkResidualInput(kernels: LinearKernels): Promise<Linear
         parts: ms.map((m, i) => ({ weight: own(uploadWeight(device, type, m.bytes, `w split ${i}`)), type, rows: m.rows, y: ys[i], yOffset: 2 })),
       }));
       submit(device, (pass) => split.encode(pass));
-      worst = 0;
+      let worst = 0;
       let kept = true;
       for (const [i, m] of ms.entries()) {
         got = await readF32(device, ys[i]!, m.rows + 2);
