@@ -21,6 +21,7 @@
  *   --gen N            decode tokens per run (default 128)
  *   --chunk N          prefill block (default 512)    --runs N    timed runs (default 5)
  *   --all-steps        also list every step's GPU time in the kernel profiles
+ *   --int8-prefill     prefill's Q4_K/Q6_K matmuls in 8-bit integers (GpuForwardOptions.int8Prefill)
  * Prints one JSON object on stdout; progress goes to stderr.
  */
 import { existsSync, statSync } from 'node:fs';
@@ -118,7 +119,7 @@ const weights = await GpuWeights.upload(device, source, tensors);
 const ropeFactors = tensors.ropeFreqs ? dequantize(tensors.ropeFreqs.type, await readTensorBytes(source, tensors.ropeFreqs), tensors.ropeFreqs.elementCount) : null;
 const ple = tensors.pleTokenEmbd ? new PleRows(source, tensors.pleTokenEmbd) : null;
 const pipelines = new PipelineCache(device);
-const forward = await GpuForward.create(device, config, tensors, weights, ropeFactors, { contextSize, maxTokens: chunk }, pipelines);
+const forward = await GpuForward.create(device, config, tensors, weights, ropeFactors, { contextSize, maxTokens: chunk, int8Prefill: process.argv.includes('--int8-prefill') }, pipelines);
 const sampler = await GpuSampler.create(device, pipelines, { logits: forward.logits, vocabSize: config.vocabSize });
 await device.queue.onSubmittedWorkDone();
 const loadMs = now() - t0;
@@ -320,6 +321,7 @@ const out = {
   prompt_tokens: promptTokens,
   gen_tokens: genTokens,
   prefill_chunk: chunk,
+  prefill_matmuls: process.argv.includes('--int8-prefill') ? 'int8' : 'f32',
   context: contextSize,
   runs,
   prefill: { [promptTokens]: pre512, ...(preLong ? { [longTokens]: preLong } : {}) },

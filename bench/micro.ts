@@ -12,10 +12,11 @@
  * generic kernel (8 values a step) against matvec_q6k.forward.wgsl at 8 to 64 lanes a row, and
  * against each candidate kernel file in the folder $Q6K_VARIANTS (bodies as matvec_q6k.forward.wgsl:
  * src/wgsl/matvec_bindings.wgsl is put in front, so they leave out Params and bindings); --shape NAME
- * keeps the shapes whose name holds NAME.
+ * keeps the shapes whose name holds NAME. With --matmul it times prefill's Q4_K and Q6_K matmuls,
+ * f32 against int8 (matmul_int8.forward.wgsl) at 1 to 8 K splits.
  */
 import { openDevice } from '../src/core/gpu/device.js';
-import { LinearKernels } from '../src/core/gpu/linear.js';
+import { LinearKernels, matmulInt8Splits } from '../src/core/gpu/linear.js';
 import { GGMLType } from '../src/core/gguf/types.js';
 import { dequantize } from '../src/core/quant/dequant.js';
 import matvecBindingsSource from '../src/wgsl/matvec_bindings.wgsl';
@@ -23,6 +24,10 @@ import matvecQ6kSource from '../src/wgsl/matvec_q6k.forward.wgsl';
 import reduceSgSource from '../src/wgsl/matvec_reduce_sg.forward.wgsl';
 import geluSource from '../src/wgsl/gelu.wgsl';
 import weightsCommonSource from '../src/wgsl/weights/common.wgsl';
+import matmulInt8Source from '../src/wgsl/matmul_int8.forward.wgsl';
+import q4kInt8Source from '../src/wgsl/weights/q4_k_int8.wgsl';
+import q6kInt8Source from '../src/wgsl/weights/q6_k_int8.wgsl';
+import { CountTable, countLayoutEntry } from '../src/core/gpu/token-counts.js';
 
 const keep: unknown[] = [];
 const arg = (name: string, dflt: number) => {
@@ -36,7 +41,7 @@ const { create, globals } = await import('webgpu');
 Object.assign(globalThis, globals);
 const gpu = create(['disable-dawn-features=timestamp_quantization']);
 keep.push(gpu);
-const { device, description } = await openDevice({ gpu, optionalFeatures: ['timestamp-query' as GPUFeatureName], preferredLimits: { maxStorageBufferBindingSize: 2 ** 31, maxBufferSize: 2 ** 31 } });
+const { device, description } = await openDevice({ gpu, optionalFeatures: ['timestamp-query' as GPUFeatureName], preferredLimits: { maxStorageBufferBindingSize: 2 ** 31, maxBufferSize: 2 ** 31, maxComputeWorkgroupStorageSize: 32768 } });
 keep.push(device);
 log(description);
 
@@ -65,6 +70,17 @@ function q4k(rows: number, cols: number): Uint8Array {
     out[o] = 0x00; out[o + 1] = 0x20; // d ≈ 0.0078
     out[o + 2] = 0x00; out[o + 3] = 0x1c; // dmin ≈ 0.0039
     for (let i = 4; i < 144; i++) out[o + i] = (rand() * 256) | 0;
+  }
+  return out;
+}
+/** Random Q6_K rows: random ql, qh and scales, d a sane half. */
+function q6k(rows: number, cols: number): Uint8Array {
+  const blocks = (rows * cols) / 256;
+  const out = new Uint8Array(blocks * 210);
+  for (let i = 0; i < out.length; i++) out[i] = (rand() * 256) | 0;
+  for (let b = 0; b < blocks; b++) {
+    out[b * 210 + 208] = 0x00;
+    out[b * 210 + 209] = 0x14; // d ≈ 0.001
   }
   return out;
 }
@@ -371,6 +387,98 @@ if (process.argv.includes('--int8')) {
   process.exit(0);
 }
 
+// --matmul: prefill's Q4_K and Q6_K matmuls at E2B shapes for a 512-token block, the f32 kernels
+// (LinearKernels' default tile) against the int8 one (x rounded to 8 bits) by the default split
+// rule and at 1 to 8 K splits;
+// µs a dispatch and TFLOP/s (a multiply and an add counted as 2), and the int8 result's error
+// against the f32 one. --tokens N changes the block.
+if (process.argv.includes('--matmul')) {
+  const T = arg('tokens', 512);
+  const mmShapes = [
+    { name: 'gate 6144x1536', rows: 6144, cols: 1536 },
+    { name: 'gate 12288x1536', rows: 12288, cols: 1536 },
+    { name: 'ffn_down 1536x6144', rows: 1536, cols: 6144 },
+    { name: 'ffn_down 1536x12288', rows: 1536, cols: 12288 },
+    { name: 'attn_q 2048x1536', rows: 2048, cols: 1536 },
+    { name: 'attn_output 1536x2048', rows: 1536, cols: 2048 },
+    { name: 'attn_k 256x1536', rows: 256, cols: 1536 },
+    { name: 'ffn_down Q6_K 1536x6144', rows: 1536, cols: 6144, type: GGMLType.Q6_K },
+    { name: 'ffn_down Q6_K 1536x12288', rows: 1536, cols: 12288, type: GGMLType.Q6_K },
+  ];
+  const lin = new LinearKernels(device);
+  const out: Record<string, Record<string, number | string>> = {};
+  for (const { name, rows, cols, type = GGMLType.Q4_K } of mmShapes) {
+    const w = storage(type === GGMLType.Q6_K ? q6k(rows, cols) : q4k(rows, cols));
+    const x = storage(xs(T * cols));
+    const y = device.createBuffer({ size: T * rows * 4, usage: S | GPUBufferUsage.COPY_SRC });
+    const r: Record<string, number | string> = {};
+    const flop = 2 * rows * cols * T;
+    const run = async (key: string, extra: { int8?: boolean; kSplits?: number }, want?: Float32Array): Promise<Float32Array> => {
+      const d = await lin.bindMatMul({ weight: w, type, rows, cols, tokens: T, x, y, ...extra });
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      d.encode(pass, T);
+      pass.end();
+      device.queue.submit([enc.finish()]);
+      const got = await readF32(y, T * rows);
+      if (want) r[`${key}_err`] = maxRelErr(got, want).toExponential(2);
+      const us = await time((p) => d.encode(p, T));
+      r[key] = us;
+      r[`${key}_tflops`] = Math.round((flop / us / 1e6) * 10) / 10;
+      d.destroy();
+      return got;
+    };
+    const want = await run('f32', {});
+    const int8 = await run('int8', { int8: true }, want); // the default split rule
+    for (const kSplits of [1, 2, 4, 8]) await run(`int8_s${kSplits}`, { int8: true, kSplits }, want);
+    // Candidate bodies for matmul_int8.forward.wgsl from $INT8_VARIANTS (with the in-tree weight
+    // snippets), at the default rule's splits; a split one is timed without its sum dispatch, and
+    // checked only unsplit.
+    if (process.env.INT8_VARIANTS) {
+      const { readdirSync, readFileSync } = await import('node:fs');
+      const dir = process.env.INT8_VARIANTS;
+      const types = ['read-only-storage', 'read-only-storage', 'storage', 'uniform'] as const;
+      const layout = device.createBindGroupLayout({ entries: [...types.map((type, binding): GPUBindGroupLayoutEntry => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } })), countLayoutEntry(4)] });
+      const counts = new CountTable(device, 'micro counts');
+      const groups = Math.ceil(rows / 128) * Math.ceil(T / 64);
+      const { splits, kSplit } = matmulInt8Splits(cols, groups);
+      const parts = splits > 1 ? device.createBuffer({ size: splits * T * rows * 4, usage: S }) : y;
+      const u = uniform(splits > 1 ? [rows, cols, 0, 0, cols, 0, rows, kSplit, T * rows] : [rows, cols, 0, 0, cols, 0, rows, cols, 0]);
+      for (const f of readdirSync(dir)) {
+        // A file named q4k_* or q6k_* replaces that dtype's snippet (under the in-tree body); others replace the body.
+        const own = f.startsWith('q4k_') ? GGMLType.Q4_K : f.startsWith('q6k_') ? GGMLType.Q6_K : null;
+        if (own !== null && own !== type) continue;
+        const text = readFileSync(`${dir}/${f}`, 'utf8');
+        const snippet = own !== null ? [text] : type === GGMLType.Q6_K ? [weightsCommonSource, q6kInt8Source] : [q4kInt8Source];
+        const code = [own !== null ? matmulInt8Source : text, ...(type === GGMLType.Q6_K && own !== null ? [weightsCommonSource] : []), ...snippet].join('\n');
+        const module = device.createShaderModule({ code });
+        device.pushErrorScope('validation');
+        const pl = device.createComputePipeline({ layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: 'main' } });
+        const bg = device.createBindGroup({ layout, entries: [...[w, x, parts, u].map((buffer, binding): GPUBindGroupEntry => ({ binding, resource: { buffer } })), counts.entry(4, T)] });
+        const invalid = await device.popErrorScope();
+        if (invalid) { r[f] = invalid.message.slice(0, 200); continue; }
+        const off = new Uint32Array([counts.offset(T)]);
+        const encode = (p: GPUComputePassEncoder) => { p.setPipeline(pl); p.setBindGroup(0, bg, off, 0, 1); p.dispatchWorkgroups(Math.ceil(rows / 128), Math.ceil(T / 64), splits); };
+        const key = f.replace('.wgsl', '');
+        if (splits === 1) {
+          const enc = device.createCommandEncoder();
+          const pass = enc.beginComputePass();
+          encode(pass);
+          pass.end();
+          device.queue.submit([enc.finish()]);
+          r[`${key}_vs_int8`] = maxRelErr(await readF32(y, T * rows), int8).toExponential(2);
+        }
+        r[`${key}${splits > 1 ? `_s${splits}_nosum` : ''}`] = await time(encode);
+      }
+    }
+    log(`${name}: ${JSON.stringify(r)}`);
+    out[name] = r;
+    w.destroy(); x.destroy(); y.destroy();
+  }
+  console.log(JSON.stringify({ device: description, reps: REPS, tokens: T, results: out }, null, 1));
+  process.exit(0);
+}
+
 interface Shape { name: string; rows: number; cols: number; pair: boolean }
 const shapes: Shape[] = [
   { name: 'gate+up+gelu 2x6144x1536', rows: 6144, cols: 1536, pair: true },
@@ -406,17 +514,6 @@ const linear = new LinearKernels(device);
 // sum) at 8–64 lanes a row, at E2B's Q6_K shapes: the tied output matrix and the "more bits"
 // ffn_down and attn_v. Warm: one copy of the weights; cold: copies rotated past the L2.
 if (process.argv.includes('--q6k')) {
-  /** Random Q6_K rows: random ql, qh and scales, d a sane half. */
-  const q6k = (rows: number, cols: number): Uint8Array => {
-    const blocks = (rows * cols) / 256;
-    const out = new Uint8Array(blocks * 210);
-    for (let i = 0; i < out.length; i++) out[i] = (rand() * 256) | 0;
-    for (let b = 0; b < blocks; b++) {
-      out[b * 210 + 208] = 0x00;
-      out[b * 210 + 209] = 0x14; // d ≈ 0.001
-    }
-    return out;
-  };
   const q6Shapes = [
     { name: 'output 262144x1536', rows: 262144, cols: 1536, copies: 1 },
     { name: 'ffn_down 1536x6144', rows: 1536, cols: 6144, copies: 8 },

@@ -3,7 +3,8 @@
 // (default 4096, 0 to skip) it also prefills an N-token prompt and decodes after it (decode at long
 // context). CPU time per token in JavaScript: recording + submitting the forward chain and
 // fetching per-layer-embedding rows, per forward call. --ple-on-gpu keeps the per-layer-embedding
-// table on the GPU (decode steps then chain there; see Gemma4Model.chainSample). The per-kernel GPU breakdown (timestamp
+// table on the GPU (decode steps then chain there; see Gemma4Model.chainSample); --int8-prefill runs
+// prefill's Q4_K and Q6_K matmuls in 8-bit integers (EngineLoadOptions.int8Prefill). The per-kernel GPU breakdown (timestamp
 // queries) is in bench/e2b.ts, which drives the forward pass directly.
 import { parseArgs } from 'node:util';
 import { Engine } from '../core/engine.js';
@@ -30,7 +31,7 @@ export async function bench(args: string[]): Promise<unknown> {
       model: { type: 'string' }, 'prompt-tokens': { type: 'string', default: '512' }, 'gen-tokens': { type: 'string', default: '128' },
       runs: { type: 'string', default: '5' }, 'prefill-chunk': { type: 'string' }, json: { type: 'boolean' },
       'long-tokens': { type: 'string', default: '4096' }, adapter: { type: 'string', multiple: true },
-      'ple-on-gpu': { type: 'boolean' },
+      'ple-on-gpu': { type: 'boolean' }, 'int8-prefill': { type: 'boolean' },
     },
   });
   if (!values.model) throw new BenchUsageError('bench needs --model');
@@ -46,7 +47,7 @@ export async function bench(args: string[]): Promise<unknown> {
   const source = await nodeFileSource(values.model);
   try {
     const t0 = performance.now();
-    const engine = await Engine.load(source, { device, contextSize: Math.max(promptTokens!, longTokens) + genTokens! + 1, prefillChunk: chunk, perLayerTableOnGpu: values['ple-on-gpu'] });
+    const engine = await Engine.load(source, { device, contextSize: Math.max(promptTokens!, longTokens) + genTokens! + 1, prefillChunk: chunk, perLayerTableOnGpu: values['ple-on-gpu'], int8Prefill: values['int8-prefill'] });
     const loadMs = performance.now() - t0;
     await engine.setAdapters(adapters);
     let text = engine.tokenize(PASSAGE);
@@ -83,6 +84,7 @@ export async function bench(args: string[]): Promise<unknown> {
       prefill_chunk: engine.model.prefillChunk,
       per_layer_table: values['ple-on-gpu'] ? 'gpu' : 'cpu',
       chained_decode: engine.model.chainable,
+      prefill_matmuls: engine.model.int8Prefill ? 'int8' : 'f32',
       lora_adapters: describeAdapters(adapters),
       detail: { prefill_tok_s: summary(prefill), decode_tok_s: summary(decode), ttft_ms: summary(ttft) },
       cpu_ms_per_token: { record_submit: summary(main.recordMs), ple_rows: summary(main.pleMs) },

@@ -23,9 +23,9 @@ const USAGE = `usage:
   rullama logits --model <model.gguf> --tokens <id,id,...> --out <file> [--backend gpu|cpu] [--adapter <lora.gguf>[:scale]]...
   rullama generate --model <model.gguf> --prompt <text> [--chat] [--max-tokens N] [--temperature T]
                    [--top-k K] [--top-p P] [--min-p P] [--seed S] [--repeat-penalty R] [--presence-penalty P]
-                   [--frequency-penalty F] [--context N] [--ple-on-gpu] [--adapter <lora.gguf>[:scale]]... [--json]
+                   [--frequency-penalty F] [--context N] [--ple-on-gpu] [--int8-prefill] [--adapter <lora.gguf>[:scale]]... [--json]
   rullama bench --model <model.gguf> [--prompt-tokens N] [--gen-tokens M] [--runs R] [--prefill-chunk C]
-                [--long-tokens N] [--ple-on-gpu] [--adapter <lora.gguf>[:scale]]... [--json]
+                [--long-tokens N] [--ple-on-gpu] [--int8-prefill] [--adapter <lora.gguf>[:scale]]... [--json]
   rullama train --model <model.gguf> --data <data.jsonl|.txt> --out <adapter.gguf> [--rank R] [--alpha A] [--lr LR]
                 [--steps N | --epochs E] [--seq-len L] [--batch B] [--targets q,k,v,o,gate,up,down] [--layers 0,1,…] [--seed S]
                 [--warmup N] [--dropout P] [--weight-decay W] [--max-grad-norm G] [--val-fraction F]
@@ -129,7 +129,7 @@ async function generateCommand(args: string[]): Promise<unknown> {
       'max-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' }, 'top-p': { type: 'string' },
       'min-p': { type: 'string' }, seed: { type: 'string' }, context: { type: 'string' },
       'repeat-penalty': { type: 'string' }, 'presence-penalty': { type: 'string' }, 'frequency-penalty': { type: 'string' },
-      adapter: { type: 'string', multiple: true }, 'ple-on-gpu': { type: 'boolean' },
+      adapter: { type: 'string', multiple: true }, 'ple-on-gpu': { type: 'boolean' }, 'int8-prefill': { type: 'boolean' },
     },
   });
   if (!values.model || values.prompt === undefined) throw new UsageError('generate needs --model and --prompt');
@@ -141,7 +141,7 @@ async function generateCommand(args: string[]): Promise<unknown> {
     const prompt = values.chat ? encodeChat(tokenizer, [{ role: 'user', content: values.prompt }]) : tokenizer.encode(values.prompt);
     const maxTokens = numberOption(values, 'max-tokens') ?? 128;
     const { device } = await openNodeDevice();
-    const model = await Gemma4Model.load(device, source, { contextSize: numberOption(values, 'context') ?? Math.min(4096, prompt.length + maxTokens), perLayerTableOnGpu: values['ple-on-gpu'] });
+    const model = await Gemma4Model.load(device, source, { contextSize: numberOption(values, 'context') ?? Math.min(4096, prompt.length + maxTokens), perLayerTableOnGpu: values['ple-on-gpu'], int8Prefill: values['int8-prefill'] });
     await model.setAdapters(adapters);
     const run = generate(model, tokenizer, prompt, {
       maxTokens,

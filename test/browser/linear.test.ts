@@ -4,6 +4,7 @@ import { expect } from '@open-wc/testing';
 import { openDevice } from '../../src/core/gpu/device.js';
 import { LINEAR_TYPES, LinearKernels } from '../../src/core/gpu/linear.js';
 import { typeName } from '../../src/core/gguf/types.js';
+import { checkInt8MatMul, INT8_MATMUL_TOLERANCE, INT8_TYPES } from '../shared/int8-matmul-case.js';
 import { badBindingCodes, brokenShaderMessage, checkLinearType, checkMatVecVariants, checkResidualInput, LINEAR_TOLERANCE, MATVEC_VARIANT_TYPES, RESIDUAL_INPUT_ERROR_CODES, residualInputErrorCodes } from '../shared/linear-case.js';
 
 describe('linear kernels in Chromium', () => {
@@ -27,6 +28,19 @@ describe('linear kernels in Chromium', () => {
         expect(c.maxRelErr, `${typeName(type)} ${c.name}`).to.be.at.most(LINEAR_TOLERANCE);
         expect(c.untouched, `${typeName(type)} ${c.name} wrote outside its outputs`).to.equal(true);
       }
+    });
+  }
+
+  for (const type of INT8_TYPES) {
+    it(`${typeName(type)} int8 matmul (x rounded to 8 bits) matches float64, split over K or not`, async () => {
+      const checks = await checkInt8MatMul(kernels, type);
+      for (const c of checks) {
+        expect(c.excess, `${c.name} past one rounding step`).to.be.at.most(INT8_MATMUL_TOLERANCE);
+        expect(c.vsUnrounded, `${c.name} from unrounded x`).to.be.within(1e-4, 2e-2);
+        expect(c.untouched, `${c.name} wrote outside its outputs`).to.equal(true);
+      }
+      expect(checks[0]!.splits).to.equal(1);
+      expect(checks.at(-1)!.splits).to.be.above(1);
     });
   }
 

@@ -148,4 +148,45 @@ describe('GPU forward pass', () => {
       await source.close();
     }
   });
+
+  // int8Prefill: the block's Q4_K and Q6_K matmuls round their input to 8 bits (as llama.cpp does),
+  // so a prompt's logits move by that rounding, not more; decode after it reads the KV cache the
+  // int8 block wrote. tiny-kquant has Q4_K, Q5_K (left in f32) and Q6_K matrices.
+  test('int8 prefill (tiny-kquant): logits within 8-bit rounding of f32 prefill, and decode continues from its cache', async () => {
+    const { path } = await writeTinyModel('tiny-kquant', dir);
+    const source = await nodeFileSource(path);
+    try {
+      const file = await readGGUF(source);
+      const tokens = Tokenizer.fromGGUF(file).encode(PROMPT).slice(0, 40);
+      const f32 = await Gemma4Model.load(device, source, { contextSize: 64, prefillChunk: 16, allLogits: true });
+      const int8 = await Gemma4Model.load(device, source, { contextSize: 64, prefillChunk: 16, allLogits: true, int8Prefill: true });
+      assert.equal(int8.int8Prefill, true);
+      assert.equal(f32.int8Prefill, false);
+      const want = await f32.feed(tokens, { logits: 'all' });
+      const got = await int8.feed(tokens, { logits: 'all' });
+      const moved = Math.max(...tokens.map((_, p) => relativeL2(got[p]!, want[p]!)));
+      const argmax = (v: ArrayLike<number>) => {
+        let best = 0;
+        for (let i = 1; i < v.length; i++) if (v[i]! > v[best]!) best = i;
+        return best;
+      };
+      const agree = tokens.filter((_, p) => argmax(got[p]!) === argmax(want[p]!)).length;
+      // One more token on each: the decode step (f32 either way) attends over the cache the block wrote.
+      const [nextF32] = await f32.feed([tokens[0]!]);
+      const [nextInt8] = await int8.feed([tokens[0]!]);
+      const after = relativeL2(nextInt8!, nextF32!);
+      const session = await int8.newSession({ contextSize: 32 });
+      assert.equal(session.int8Prefill, false, 'a new session takes its own options');
+      session.destroy();
+      f32.destroy();
+      int8.destroy();
+      console.log(`# tiny-kquant int8 prefill: logits vs f32 prefill ${moved.toExponential(2)} (worst of ${tokens.length}), same top token at ${agree}; next decode step ${after.toExponential(2)}`);
+      assert.ok(moved > 1e-5, `int8 prefill gave the f32 logits (${moved}): did it run?`);
+      assert.ok(moved <= 5e-2, `int8 prefill moved the logits by ${moved}`);
+      assert.ok(agree >= tokens.length - 2, `top token agrees at ${agree} of ${tokens.length}`);
+      assert.ok(after > 1e-6 && after <= 5e-2, `decode after int8 prefill vs after f32 prefill: ${after}`);
+    } finally {
+      await source.close();
+    }
+  });
 });

@@ -20,11 +20,16 @@
  * Q4_K matvecs (single or multi) take matvec_q4k.forward.wgsl, 32 values a step; these can also
  * form their input from a residual stream through RMS norms ({@link MatVecResidualInput}), which
  * folds a decode step's norm dispatches into the matvec that reads them. Single Q6_K matvecs with
- * lanes per row take matvec_q6k.forward.wgsl, 32 values a step.
+ * lanes per row take matvec_q6k.forward.wgsl, 32 values a step. Q4_K and Q6_K matmuls asked for
+ * `int8` take matmul_int8.forward.wgsl with weights/<dtype>_int8.wgsl, which round x to 8 bits
+ * and multiply in integers.
  */
 import matmulSource from '../../wgsl/matmul.forward.wgsl';
 import matmulWideSource from '../../wgsl/matmul_wide.forward.wgsl';
 import matmulSplitSumSource from '../../wgsl/matmul_split_sum.forward.wgsl';
+import matmulInt8Source from '../../wgsl/matmul_int8.forward.wgsl';
+import q4kInt8Source from '../../wgsl/weights/q4_k_int8.wgsl';
+import q6kInt8Source from '../../wgsl/weights/q6_k_int8.wgsl';
 import matvecSource from '../../wgsl/matvec.forward.wgsl';
 import matvecBindingsSource from '../../wgsl/matvec_bindings.wgsl';
 import matvecRowsSource from '../../wgsl/matvec_rows.forward.wgsl';
@@ -225,6 +230,45 @@ export const MATMUL_SPLIT_COLS = 4096;
 /** About this many columns a K split (E2B's ffn_down: 6,144 in 4 splits, 12,288 in 8). */
 const MATMUL_SPLIT_TARGET = 1536;
 const MATMUL_MAX_SPLITS = 8;
+/**
+ * An int8 matmul whose unsplit grid has fewer workgroups than this splits K (measured on an H200,
+ * 132 SMs, 512 tokens: E2B's 2,048-row attn_q, 128 workgroups, is fastest unsplit; its 1,536-row
+ * ffn_down and attn_output, 96, fastest in 4 parts).
+ */
+export const MATMUL_INT8_SPLIT_BELOW = 128;
+/** A split int8 matmul takes the power of two of parts that launches at least this many workgroups (at most {@link MATMUL_MAX_SPLITS}). */
+export const MATMUL_INT8_FILL_WORKGROUPS = 264;
+/** The int8 kernel's K step: splits are multiples of it. */
+const MATMUL_INT8_K_CHUNK = wgslConst(matmulInt8Source, 'K_CHUNK');
+if (wgslConst(matmulInt8Source, 'TILE_ROWS') !== MATMUL_TILE_ROWS || wgslConst(matmulInt8Source, 'TILE_TOKENS') !== MATMUL_TILE_TOKENS) {
+  throw new Error('matmul_int8.forward.wgsl must keep the wide tile (linear.ts dispatches both alike)');
+}
+/** The weight parts of the int8 matmul, by dtype (Q4_K reads whole vec4s, so without common.wgsl). */
+const INT8_SNIPPETS: ReadonlyMap<GGMLType, readonly ShaderPart[]> = new Map([
+  [GGMLType.Q4_K, [{ name: 'weights/q4_k_int8.wgsl', source: q4kInt8Source }]],
+  [GGMLType.Q6_K, [WEIGHTS_COMMON, { name: 'weights/q6_k_int8.wgsl', source: q6kInt8Source }]],
+]);
+/** Whether an int8 matmul handles weights of this dtype. */
+export function supportsInt8Type(type: GGMLType): boolean {
+  return INT8_SNIPPETS.has(type);
+}
+
+/**
+ * K splits of an int8 matmul of `cols` columns whose unsplit grid is `groups` workgroups (see
+ * {@link MATMUL_INT8_SPLIT_BELOW}), or about `want` of them; in whole K steps.
+ */
+export function matmulInt8Splits(cols: number, groups: number, want?: number): { splits: number; kSplit: number } {
+  want ??= groups >= MATMUL_INT8_SPLIT_BELOW ? 1 : 2 ** Math.ceil(Math.log2(MATMUL_INT8_FILL_WORKGROUPS / groups));
+  want = Math.max(1, Math.min(MATMUL_MAX_SPLITS, want, cols / MATMUL_INT8_K_CHUNK));
+  const kSplit = Math.ceil(cols / want / MATMUL_INT8_K_CHUNK) * MATMUL_INT8_K_CHUNK;
+  return { splits: Math.ceil(cols / kSplit), kSplit };
+}
+
+/** Whether this GPU's WGSL has dot4I8Packed, which int8 matmuls need. */
+export function supportsInt8MatMul(gpu: Pick<GPU, 'wgslLanguageFeatures'> | undefined): boolean {
+  return gpu?.wgslLanguageFeatures?.has('packed_4x8_integer_dot_product') ?? false;
+}
+
 /** Outputs a workgroup of matmul_split_sum.forward.wgsl adds up. */
 const SPLIT_SUM_WG = wgslConst(matmulSplitSumSource, 'WG_SIZE');
 
@@ -338,8 +382,19 @@ export interface MatVecResidualInput {
 }
 
 export interface MatMulBinding extends MatVecBinding {
-  /** The tile (default: see {@link MatMulTile}). */
+  /** The tile (default: see {@link MatMulTile}); an int8 matmul has its own (see `int8`). */
   tile?: MatMulTile;
+  /**
+   * Q4_K and Q6_K weights (other dtypes ignore it): round x to 8 bits in blocks of 32 columns and
+   * multiply in integers (matmul_int8.forward.wgsl), as llama.cpp's quantised matmuls do: y
+   * then differs from the f32 product by that rounding, about 0.5% of its scale. Its tile is the
+   * wide one, split over K ({@link matmulInt8Splits}) when the matrix alone would launch few
+   * workgroups. Needs WGSL's `packed_4x8_integer_dot_product` ({@link supportsInt8MatMul}).
+   * Default: {@link LinearKernelsOptions.int8MatMul}.
+   */
+  int8?: boolean;
+  /** Int8 matmuls only: the parts K is split into (default: {@link matmulInt8Splits}'s). */
+  kSplits?: number;
   /** The most tokens any call will multiply; x holds [tokens, xStride], y [tokens, yStride]. */
   tokens: number;
   /** Elements between consecutive tokens of x; a multiple of 4, at least cols (default cols). */
@@ -449,6 +504,8 @@ export interface LinearKernelsOptions {
    * shared-memory tree.
    */
   subgroups?: boolean;
+  /** The default of {@link MatMulBinding.int8} (default false: f32 products). */
+  int8MatMul?: boolean;
 }
 
 /**
@@ -478,9 +535,11 @@ export class LinearKernels {
   private readonly wantSubgroups: boolean;
   /** A software device: every matvec row takes one thread (see {@link MATVEC_SHORT_MIN_ROWS}). */
   private readonly software: boolean;
+  private readonly int8MatMul: boolean;
 
   constructor(readonly device: GPUDevice, options: LinearKernelsOptions = {}) {
     this.pipelines = options.pipelines ?? new PipelineCache(device);
+    this.int8MatMul = options.int8MatMul ?? false;
     this.wantSubgroups = (options.subgroups ?? true) && device.features.has('subgroups' as GPUFeatureName);
     this.software = isSoftwareDevice(device);
     const storage = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({
@@ -513,9 +572,22 @@ export class LinearKernels {
   }
 
   /** The (cached) pipeline of an op for a dtype; rejects with ShaderCompileError if it does not compile. */
-  async pipeline(op: 'matvec' | 'matvec_rows' | 'matmul' | 'matmul_narrow', type: GGMLType, constants?: Record<string, number>): Promise<GPUComputePipeline> {
+  async pipeline(op: 'matvec' | 'matvec_rows' | 'matmul' | 'matmul_narrow' | 'matmul_int8', type: GGMLType, constants?: Record<string, number>): Promise<GPUComputePipeline> {
     const snippet = WEIGHT_SNIPPETS.get(type);
     if (!snippet) throw new RullamaError('unsupported', `linear layers over ${typeName(type)} weights are not supported`);
+    if (op === 'matmul_int8') {
+      const int8Snippet = INT8_SNIPPETS.get(type);
+      if (!int8Snippet) throw new RullamaError('unsupported', `int8 matmuls over ${typeName(type)} weights are not supported`);
+      try {
+        return await this.pipelines.get({
+          name: op, dtype: typeName(type), layout: this.matmulPipelineLayout,
+          parts: [{ name: 'matmul_int8.forward.wgsl', source: matmulInt8Source }, ...int8Snippet],
+        });
+      } catch (e) {
+        // A WGSL without dot4I8Packed (packed_4x8_integer_dot_product) is the likely cause.
+        throw new RullamaError('unsupported', `int8 matmuls do not compile on this GPU (they need WGSL's packed_4x8_integer_dot_product): ${(e as Error).message}`, { cause: e });
+      }
+    }
     const body: ShaderPart =
       op === 'matvec' ? { name: 'matvec.forward.wgsl', source: matvecSource }
       : op === 'matvec_rows' ? { name: 'matvec_rows.forward.wgsl', source: matvecRowsSource }
@@ -804,15 +876,19 @@ export class LinearKernels {
       throw new RullamaError('bad-argument', `${label}: yStride ${yStride} must be at least rows (${b.rows})`);
     }
     const g = this.check(b, maxTokens, xStride, yStride, label);
+    const int8 = (b.int8 ?? this.int8MatMul) && INT8_SNIPPETS.has(b.type);
     // A split's parts ([splits][tokens][rows] f32) must fit one storage binding; by default a
-    // matrix whose parts would not takes the narrow tile instead.
-    const split = matmulSplits(b.cols);
-    const partsBytes = 4 * split.splits * maxTokens * b.rows;
-    const partsFit = partsBytes <= Math.min(this.device.limits.maxStorageBufferBindingSize, this.device.limits.maxBufferSize);
-    const tile = b.tile ?? (b.rows >= MATMUL_WIDE_ROWS ? 'wide' : b.cols >= MATMUL_SPLIT_COLS && !this.software && partsFit ? 'split' : 'narrow');
+    // matrix whose parts would not takes the narrow tile (int8: no split) instead.
+    const maxPartsBytes = Math.min(this.device.limits.maxStorageBufferBindingSize, this.device.limits.maxBufferSize);
+    const tokenTiles = Math.ceil(maxTokens / MATMUL_TILE_TOKENS);
+    if (b.kSplits !== undefined && !(Number.isSafeInteger(b.kSplits) && b.kSplits >= 1)) throw new RullamaError('bad-argument', `${label}: kSplits must be a positive integer, not ${b.kSplits}`);
+    let split = int8 ? matmulInt8Splits(b.cols, Math.ceil(b.rows / MATMUL_TILE_ROWS) * tokenTiles, b.kSplits) : matmulSplits(b.cols);
+    const partsFit = 4 * split.splits * maxTokens * b.rows <= maxPartsBytes;
+    if (int8 && !partsFit) split = { splits: 1, kSplit: b.cols };
+    const tile = int8 ? (split.splits > 1 ? 'split' : 'wide') : b.tile ?? (b.rows >= MATMUL_WIDE_ROWS ? 'wide' : b.cols >= MATMUL_SPLIT_COLS && !this.software && partsFit ? 'split' : 'narrow');
     if (tile !== 'wide' && tile !== 'narrow' && tile !== 'split') throw new RullamaError('bad-argument', `${label}: tile must be 'wide', 'narrow' or 'split', not ${String(tile)}`);
     if (tile === 'split' && !partsFit) {
-      throw new RullamaError('bad-argument', `${label}: the K split's parts of ${maxTokens} tokens need ${partsBytes} bytes, more than one storage binding holds on this device; use fewer tokens or another tile`);
+      throw new RullamaError('bad-argument', `${label}: the K split's parts of ${maxTokens} tokens need ${4 * split.splits * maxTokens * b.rows} bytes, more than one storage binding holds on this device; use fewer tokens or another tile`);
     }
     const wide = tile !== 'narrow';
     const tileTokens = wide ? MATMUL_TILE_TOKENS : MATMUL_NARROW_TOKENS;
@@ -825,7 +901,7 @@ export class LinearKernels {
     // Split: the wide kernel writes its parts [splits][tokens][rows] to the shared parts buffer, the sum writes y.
     const splitStride = maxTokens * b.rows;
     const parts = tile === 'split' ? this.splitPartsFor(splits * splitStride) : null;
-    const pipeline = await this.pipeline(wide ? 'matmul' : 'matmul_narrow', b.type);
+    const pipeline = await this.pipeline(int8 ? 'matmul_int8' : wide ? 'matmul' : 'matmul_narrow', b.type);
     const params = uploadUniform(
       this.device,
       new Uint32Array(parts ? [b.rows, b.cols, g.firstRow, g.xOffset, xStride, 0, b.rows, kSplit, splitStride] : [b.rows, b.cols, g.firstRow, g.xOffset, xStride, g.yOffset, yStride, kSplit, 0]),

@@ -57,6 +57,8 @@ export interface GpuForwardOptions {
   allLogits?: boolean;
   /** The one-token kernels; see {@link KernelProfile}. Default: by device ({@link isSoftwareDevice}). */
   kernelProfile?: KernelProfile;
+  /** Prefill's Q4_K and Q6_K matmuls round x to 8 bits and multiply in integers (LinearKernels' int8MatMul). */
+  int8Prefill?: boolean;
 }
 
 /**
@@ -147,7 +149,7 @@ export class GpuForward {
     /** Compiled pipelines shared with other forwards of the same model. */
     cache = new PipelineCache(device),
   ): Promise<GpuForward> {
-    const forward = new GpuForward(device, config, options, new LinearKernels(device, { pipelines: cache }), new OpKernels(device, cache));
+    const forward = new GpuForward(device, config, options, new LinearKernels(device, { pipelines: cache, int8MatMul: options.int8Prefill }), new OpKernels(device, cache));
     try {
       await forward.build(tensors, weights, ropeFactors);
     } catch (e) {
