@@ -94,7 +94,8 @@ fn x_store(v: array<vec4<f32>, 8>, li: u32) {
   var packed: array<u32, 8>;
   var sum = vec4<i32>(0);
   for (var i = 0u; i < 8u; i++) {
-    let q = vec4<i32>(round(v[i] * inv));
+    // round(v * inv) without a conversion: adding 1.5 * 2^23 leaves the integer in the low bits.
+    let q = bitcast<vec4<i32>>(v[i] * inv + 12582912.0) - 0x4B400000;
     sum += q;
     packed[i] = pack4xI8(q);
   }
