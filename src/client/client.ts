@@ -67,6 +67,13 @@ export interface AcquireOptions {
    * decoding (see EngineLoadOptions.perLayerTableOnGpu; used when this acquire loads the model).
    */
   perLayerTableOnGpu?: boolean;
+  /**
+   * Prefill's Q4_K and Q6_K matmuls round their input to 8 bits and multiply in integers: faster
+   * prompts on GPUs with fast dot4I8Packed, whose logits differ from the f32 ones by that rounding
+   * (see EngineLoadOptions.int8Prefill; used when this acquire loads the model). Needs WGSL's
+   * packed_4x8_integer_dot_product, else the load fails with 'unsupported'.
+   */
+  int8Prefill?: boolean;
   /** Expected SHA-256 (hex) of a URL's file, checked by the download cache. */
   sha256?: string;
   /** Keep a URL's file in the OPFS cache (default true); false reads it with range requests every time. */
@@ -155,7 +162,7 @@ export class RullamaClient {
     let model = this.models.get(key);
     if (!model || model.state === 'lost' || model.state === 'error') {
       if (model) this.models.delete(key);
-      model = new SharedModel(this, key, toSpec(input, options), options.contextSize, options.perLayerTableOnGpu === true);
+      model = new SharedModel(this, key, toSpec(input, options), options.contextSize, options.perLayerTableOnGpu === true, options.int8Prefill === true);
       this.models.set(key, model);
       model.start();
     }
@@ -340,6 +347,7 @@ export class SharedModel {
     readonly spec: SourceSpec,
     readonly contextSize: number | undefined,
     readonly perLayerTableOnGpu = false,
+    readonly int8Prefill = false,
   ) {
     this.id = SharedModel.nextId++;
   }
@@ -356,6 +364,7 @@ export class SharedModel {
             type: 'load', model: this.id, source: this.spec,
             ...(this.contextSize ? { contextSize: this.contextSize } : {}),
             ...(this.perLayerTableOnGpu ? { perLayerTableOnGpu: true } : {}),
+            ...(this.int8Prefill ? { int8Prefill: true } : {}),
           },
           {
             onProgress: (p) => {

@@ -105,7 +105,7 @@ export function serveEngine(endpoint: Endpoint, options: HostOptions = {}): void
     return c;
   };
 
-  async function load(id: number, modelId: number, spec: SourceSpec, options: { contextSize?: number; perLayerTableOnGpu?: boolean }, signal: AbortSignal): Promise<ModelInfo> {
+  async function load(id: number, modelId: number, spec: SourceSpec, options: { contextSize?: number; perLayerTableOnGpu?: boolean; int8Prefill?: boolean }, signal: AbortSignal): Promise<ModelInfo> {
     const rate = new Rate();
     const progress = (p: LoadProgressDetail) => reply({ type: 'progress', id, progress: rate.measure(p) });
     const task = (async (): Promise<LoadedModel> => {
@@ -116,6 +116,7 @@ export function serveEngine(endpoint: Endpoint, options: HostOptions = {}): void
         closeSource: owned,
         contextSize: options.contextSize,
         perLayerTableOnGpu: options.perLayerTableOnGpu === true,
+        int8Prefill: options.int8Prefill === true,
         signal,
         onProgress: (p) => progress({ phase: p.phase, loaded: p.loaded, total: p.total }),
       });
@@ -129,6 +130,7 @@ export function serveEngine(endpoint: Endpoint, options: HostOptions = {}): void
         contextLength: config.contextLength,
         contextSize: engine.model.contextSize,
         gpuBytes: engine.gpuBytes,
+        int8Prefill: engine.model.int8Prefill,
       };
       return { engine, info, mainTaken: false, adapters: new Map() };
     })();
@@ -269,7 +271,7 @@ export function serveEngine(endpoint: Endpoint, options: HostOptions = {}): void
         }
         return { value: { version: PROTOCOL_VERSION, webgpu: !!(options.gpu ?? (globalThis.navigator as Navigator & { gpu?: GPU })?.gpu) } };
       case 'load':
-        return { value: await load(request.id, request.model, request.source, { contextSize: request.contextSize, perLayerTableOnGpu: request.perLayerTableOnGpu }, signal) };
+        return { value: await load(request.id, request.model, request.source, { contextSize: request.contextSize, perLayerTableOnGpu: request.perLayerTableOnGpu, int8Prefill: request.int8Prefill }, signal) };
       case 'unload':
         await unload(request.model);
         return {};

@@ -83,6 +83,8 @@ export interface ModelInfo {
   contextSize: number;
   /** GPU bytes in use after loading (weights and the first KV cache). */
   gpuBytes: number;
+  /** Whether prefill's Q4_K and Q6_K matmuls run in 8-bit integers (the load's int8Prefill). */
+  int8Prefill: boolean;
 }
 
 /** Chat options without the AbortSignal (cancel with a `cancel` message instead). */
@@ -126,7 +128,7 @@ export type WireTrainResult = TrainResult;
 
 export type WorkerRequest =
   | { type: 'hello'; id: number; version: number }
-  | { type: 'load'; id: number; model: number; source: SourceSpec; contextSize?: number; perLayerTableOnGpu?: boolean }
+  | { type: 'load'; id: number; model: number; source: SourceSpec; contextSize?: number; perLayerTableOnGpu?: boolean; int8Prefill?: boolean }
   | { type: 'unload'; id: number; model: number }
   | { type: 'open'; id: number; model: number; conversation: number; contextSize?: number }
   | { type: 'close'; id: number; conversation: number }

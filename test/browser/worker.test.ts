@@ -119,6 +119,33 @@ describe('the engine worker (RullamaClient)', () => {
     }
   });
 
+  it('loads with int8 prefill when asked, and answers greedily as with f32 prefill', async () => {
+    const plain = new RullamaClient();
+    const int8 = new RullamaClient();
+    try {
+      const a = plain.acquire(MODEL, { contextSize: 64 });
+      const b = int8.acquire(MODEL, { contextSize: 64, int8Prefill: true });
+      if (!navigator.gpu.wgslLanguageFeatures.has('packed_4x8_integer_dot_product')) {
+        // Without dot4I8Packed the int8 matmuls do not compile: the load says so.
+        expect((await rejection(b.ready)).code).to.equal('unsupported');
+        return;
+      }
+      const [infoA, infoB] = await Promise.all([a.ready, b.ready]);
+      expect([infoA.int8Prefill, infoB.int8Prefill]).to.deep.equal([false, true]);
+      // tiny-e2b's K-quant matmuls (rows of 256: its wide layers' ffn_down) now take an 8-bit x: the prompt's logits
+      // move by that rounding (the top one by about 1e-3 on SwiftShader, its lead over the
+      // runner-up is 0.3), so the first greedy token agrees; later ones are not compared, as the
+      // rounding may tip a near tie of a random model.
+      const ask = async (ref: typeof a) => (await (await ref.openConversation()).chat(ASK, { maxTokens: 5, temperature: 0 }).result).tokens;
+      const [want, got] = [await ask(a), await ask(b)];
+      expect(got).to.have.length(5);
+      expect(got[0]).to.equal(want[0]);
+    } finally {
+      plain.terminate();
+      int8.terminate();
+    }
+  });
+
   it('cancels a load and a generation from the page', async () => {
     const client = new RullamaClient();
     try {

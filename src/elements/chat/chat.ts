@@ -35,6 +35,10 @@ const ADAPTER_PROPERTIES = ['adapter', 'adapterScale', 'adapters'] as const;
  * @attr system-prompt - the system message.
  * @attr temperature, top-k, top-p, min-p, max-tokens, seed, repetition-penalty - sampling.
  * @attr context-size - this conversation's context in tokens.
+ * @attr ple-on-gpu - keep the per-layer-embedding table on the GPU (E2B: 4.7 GB more GPU memory) for
+ *   faster decoding, when this chat loads the model.
+ * @attr int8-prefill - prefill's Q4_K and Q6_K matmuls in 8-bit integers (faster prompts on GPUs with
+ *   fast dot4I8Packed, whose logits differ from f32 by that rounding), when this chat loads the model.
  * @attr adapter - URL of a LoRA adapter GGUF (llama.cpp / Ollama format) applied to this chat's
  *   conversation; changing or removing it swaps the adapter without reloading the model (the
  *   conversation's KV cache starts afresh; the messages stay). A bad file or an adapter of another
@@ -82,6 +86,7 @@ export class RullamaChat extends LitElement {
     repetitionPenalty: { type: Number, attribute: 'repetition-penalty' },
     contextSize: { type: Number, attribute: 'context-size' },
     pleOnGpu: { type: Boolean, attribute: 'ple-on-gpu' },
+    int8Prefill: { type: Boolean, attribute: 'int8-prefill' },
     adapter: { type: String },
     adapterScale: { type: Number, attribute: 'adapter-scale' },
     adapters: { attribute: false },
@@ -124,6 +129,8 @@ export class RullamaChat extends LitElement {
   contextSize?: number;
   /** Keep the model's per-layer-embedding table on the GPU (E2B: 4.7 GB more GPU memory) for faster decoding, when this chat loads the model. */
   pleOnGpu = false;
+  /** Prefill's Q4_K and Q6_K matmuls in 8-bit integers (faster prompts, whose logits differ from f32 by that rounding), when this chat loads the model. */
+  int8Prefill = false;
   /** URL of a LoRA adapter GGUF for this chat's conversation (the `adapter` attribute); null for none. */
   adapter: string | null = null;
   /** The scale of `adapter` (the `adapter-scale` attribute; default 1). */

@@ -126,6 +126,7 @@ export class ChatSession {
     return RullamaClient.shared().acquire(input, {
       ...(el.contextSize ? { contextSize: el.contextSize } : {}),
       ...(el.pleOnGpu ? { perLayerTableOnGpu: true } : {}),
+      ...(el.int8Prefill ? { int8Prefill: true } : {}),
       ...(el.sha256 ? { sha256: el.sha256 } : {}),
       ...(el.noCache ? { cache: false } : {}),
     });
