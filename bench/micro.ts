@@ -28,6 +28,7 @@ import matmulInt8Source from '../src/wgsl/matmul_int8.forward.wgsl';
 import q4kInt8Source from '../src/wgsl/weights/q4_k_int8.wgsl';
 import q6kInt8Source from '../src/wgsl/weights/q6_k_int8.wgsl';
 import { CountTable, countLayoutEntry } from '../src/core/gpu/token-counts.js';
+import { wgslConst } from '../src/core/gpu/weight-snippets.js';
 
 const keep: unknown[] = [];
 const arg = (name: string, dflt: number) => {
@@ -440,10 +441,6 @@ if (process.argv.includes('--matmul')) {
       const types = ['read-only-storage', 'read-only-storage', 'storage', 'uniform'] as const;
       const layout = device.createBindGroupLayout({ entries: [...types.map((type, binding): GPUBindGroupLayoutEntry => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } })), countLayoutEntry(4)] });
       const counts = new CountTable(device, 'micro counts');
-      const groups = Math.ceil(rows / 128) * Math.ceil(T / 64);
-      const { splits, kSplit } = matmulInt8Splits(cols, groups);
-      const parts = splits > 1 ? device.createBuffer({ size: splits * T * rows * 4, usage: S }) : y;
-      const u = uniform(splits > 1 ? [rows, cols, 0, 0, cols, 0, rows, kSplit, T * rows] : [rows, cols, 0, 0, cols, 0, rows, cols, 0]);
       for (const f of readdirSync(dir)) {
         // A file named q4k_* or q6k_* replaces that dtype's snippet (under the in-tree body); others replace the body.
         const own = f.startsWith('q4k_') ? GGMLType.Q4_K : f.startsWith('q6k_') ? GGMLType.Q6_K : null;
@@ -451,6 +448,11 @@ if (process.argv.includes('--matmul')) {
         const text = readFileSync(`${dir}/${f}`, 'utf8');
         const snippet = own !== null ? [text] : type === GGMLType.Q6_K ? [weightsCommonSource, q6kInt8Source] : [q4kInt8Source];
         const code = [own !== null ? matmulInt8Source : text, ...(type === GGMLType.Q6_K && own !== null ? [weightsCommonSource] : []), ...snippet].join('\n');
+        const tileTokens = wgslConst(own !== null ? matmulInt8Source : text, 'TILE_TOKENS');
+        const groups = Math.ceil(rows / 128) * Math.ceil(T / tileTokens);
+        const { splits, kSplit } = matmulInt8Splits(cols, groups);
+        const parts = splits > 1 ? device.createBuffer({ size: splits * T * rows * 4, usage: S }) : y;
+        const u = uniform(splits > 1 ? [rows, cols, 0, 0, cols, 0, rows, kSplit, T * rows] : [rows, cols, 0, 0, cols, 0, rows, cols, 0]);
         const module = device.createShaderModule({ code });
         device.pushErrorScope('validation');
         const pl = device.createComputePipeline({ layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: 'main' } });
@@ -458,7 +460,7 @@ if (process.argv.includes('--matmul')) {
         const invalid = await device.popErrorScope();
         if (invalid) { r[f] = invalid.message.slice(0, 200); continue; }
         const off = new Uint32Array([counts.offset(T)]);
-        const encode = (p: GPUComputePassEncoder) => { p.setPipeline(pl); p.setBindGroup(0, bg, off, 0, 1); p.dispatchWorkgroups(Math.ceil(rows / 128), Math.ceil(T / 64), splits); };
+        const encode = (p: GPUComputePassEncoder) => { p.setPipeline(pl); p.setBindGroup(0, bg, off, 0, 1); p.dispatchWorkgroups(Math.ceil(rows / 128), Math.ceil(T / tileTokens), splits); };
         const key = f.replace('.wgsl', '');
         if (splits === 1) {
           const enc = device.createCommandEncoder();

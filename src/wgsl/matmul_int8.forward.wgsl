@@ -1,23 +1,26 @@
 // Matrix-matrix product for a block of tokens (prefill) in 8-bit integer arithmetic (WGSL's
 // dot4I8Packed: four multiply-adds an instruction, about 1.75 times the f32 rate on an H200):
 //   y[y_offset + t * y_stride + r] ≈ sum_c W[first_row + r, c] * x[x_offset + t * x_stride + c]
-// with matmul_wide.forward.wgsl's bindings, parameters and tile (128 rows x 64 tokens), so
-// linear.ts binds it the same way, split K included.
+// with matmul_wide.forward.wgsl's bindings and parameters, so linear.ts binds it the same way,
+// split K included. Tile: 128 rows x TILE_TOKENS (64 or 128) tokens.
 //
-// This is the op body; the pipeline appends one weights/<dtype>_int8.wgsl (Q4_K; Q6_K after
-// weights/common.wgsl), which supplies the weights' side (see "Snippet contract" below).
+// This is the op body; the pipeline puts a generated `const TILE_TOKENS: u32` before it and
+// appends one weights/<dtype>_int8.wgsl (Q4_K; Q6_K after weights/common.wgsl), which supplies
+// the weights' side (see "Snippet contract" below).
 //
 // The activations are rounded to 8 bits as they are read, in blocks of 32 columns: x ≈ dx * xq
 // with dx = max|x| / 127 and xq = round(x / dx) in [-127, 127], as llama.cpp's q8_1 does. The
 // weights are small integers as bytes with scales per 16 or 32 columns, so a block's share of a
 // product is an integer dot product of 32 bytes (8 dot4I8Packed) and a few float operations.
 //
-// Each K_CHUNK of 64 columns (two x blocks), threads 128..255 each decode one weight row of the
-// tile (its 64 values as bytes, and its scales) and threads 0..127 each round one 32-column block
-// of one token; the next chunk is fetched into registers before the products of the current
-// one, so its memory latency hides behind them. Then a thread (tx = li % 32, ty = li / 32) adds up
-// rows tx + 32 i (i < 4) and tokens ty + 8 j (j < 8) from shared memory: a warp's lanes read
-// consecutive rows (no bank conflicts) and one token (a broadcast).
+// Each K_CHUNK of 64 columns (two x blocks), threads 0..X_BLOCKS-1 each round one 32-column block
+// of one token, and 128 threads each decode one weight row of the tile (its 64 values as bytes,
+// and its scales): threads 128..255 with 64 tokens, 0..127 with 128 (then all round x). The next
+// chunk is fetched into registers before the products of the current one, so its memory latency
+// hides behind them. Then a thread (tx = li % 32, ty = li / 32) adds up rows tx + 32 i (i < 4) and
+// tokens ty + 8 j (j < TILE_TOKENS / 8) from shared memory: a warp's lanes read consecutive rows
+// (no bank conflicts) and one token (a broadcast). The 128-token tile decodes each weight once per
+// 128 tokens instead of 64, for 20.5 KiB of shared memory instead of 15 (linear.ts picks it).
 //
 // Snippet contract (weights/<dtype>_int8.wgsl):
 //   @group(0) @binding(0) weight     the weights' raw GGUF bytes, as array<u32> or array<vec4<u32>>
@@ -35,17 +38,16 @@
 
 const WG_SIZE: u32 = 256u;
 const TILE_ROWS: u32 = 128u;           // rows of y per workgroup (4 a thread, 32 apart)
-const TILE_TOKENS: u32 = 64u;          // tokens of y per workgroup (8 a thread, 8 apart)
 const K_CHUNK: u32 = 64u;              // columns per step: two x blocks
 const ROWS_PER_THREAD: u32 = 4u;
-const TOKENS_PER_THREAD: u32 = 8u;
+const TOKENS_PER_THREAD: u32 = TILE_TOKENS / 8u;
 const ROW_THREADS: u32 = TILE_ROWS / ROWS_PER_THREAD;    // 32: a warp along rows
 const X_BLOCKS: u32 = TILE_TOKENS * (K_CHUNK / 32u);     // 32-column blocks of x a chunk
 const W_SLOTS: u32 = 1u;                                 // weight tiles in shared memory
 const W_SLOT_WORDS: u32 = K_CHUNK / 4u * TILE_ROWS;
 
 const_assert ROW_THREADS * (TILE_TOKENS / TOKENS_PER_THREAD) == WG_SIZE;
-const_assert X_BLOCKS + TILE_ROWS == WG_SIZE;
+const_assert X_BLOCKS <= WG_SIZE && X_BLOCKS + TILE_ROWS >= WG_SIZE;
 
 struct Params {
   rows: u32,
@@ -123,9 +125,12 @@ fn main(
   let x_stride = params.x_stride / 4u;
   let tx = li % ROW_THREADS;
   let ty = li / ROW_THREADS;
-  // Threads X_BLOCKS.. fetch weight row `w_row` of the tile (none past the matrix), the others x.
-  let w_row = li - X_BLOCKS;
-  let fetches_w = li >= X_BLOCKS && row0 + w_row < params.rows;
+  // Thread li rounds x block li (li < X_BLOCKS) and decodes weight row w_row of the tile (w_row <
+  // TILE_ROWS; none past the matrix).
+  let w_row = (li + X_BLOCKS) % WG_SIZE;
+  let stores_w = w_row < TILE_ROWS;
+  let fetches_w = stores_w && row0 + w_row < params.rows;
+  let rounds_x = li < X_BLOCKS;
 
   // acc[i * TOKENS_PER_THREAD + j]: row tx + 32 i, token ty + 8 j.
   var acc: array<f32, ROWS_PER_THREAD * TOKENS_PER_THREAD>;
@@ -133,20 +138,23 @@ fn main(
   var xv: array<vec4<f32>, 8>;
   if (fetches_w) {
     wf = w_fetch(params.first_row + row0 + w_row, k_begin, blocks_per_row);
-  } else if (li < X_BLOCKS) {
+  }
+  if (rounds_x) {
     xv = x_fetch(k_begin, li, tok0, count, x_base, x_stride);
   }
   for (var k0 = k_begin; k0 < k_end; k0 += K_CHUNK) {
-    if (li >= X_BLOCKS) {
+    if (stores_w) {
       w_store(wf, k0, w_row, 0u);  // zeros (from wf's zero start) past the matrix
-    } else {
+    }
+    if (rounds_x) {
       x_store(xv, li);
     }
     workgroupBarrier();
     if (k0 + K_CHUNK < k_end) {
       if (fetches_w) {
         wf = w_fetch(params.first_row + row0 + w_row, k0 + K_CHUNK, blocks_per_row);
-      } else if (li < X_BLOCKS) {
+      }
+      if (rounds_x) {
         xv = x_fetch(k0 + K_CHUNK, li, tok0, count, x_base, x_stride);
       }
     }

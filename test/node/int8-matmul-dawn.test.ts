@@ -25,15 +25,19 @@ describe('int8 matmul on Dawn', () => {
   for (const type of INT8_TYPES) {
     it(`${typeName(type)} times x rounded to 8 bits matches float64, split over K or not`, async (t) => {
       const checks = await checkInt8MatMul(kernels, type);
-      const report = checks.map((c) => `${c.name} (${c.splits} splits): ${c.excess.toExponential(2)} past one rounding step, ${c.vsUnrounded.toExponential(2)} from unrounded x${c.untouched ? '' : ' (wrote outside its outputs)'}`).join('\n  ');
+      const report = checks.map((c) => `${c.name} (${c.splits} splits, ${c.tileTokens} tokens): ${c.excess.toExponential(2)} past one rounding step, ${c.vsUnrounded.toExponential(2)} from unrounded x${c.untouched ? '' : ' (wrote outside its outputs)'}`).join('\n  ');
       t.diagnostic(report);
       for (const c of checks) {
         assert.ok(c.excess <= INT8_MATMUL_TOLERANCE && c.untouched, `on ${adapter}:\n  ${report}`);
         // The rounding is at the 8-bit scale: visible, and small.
         assert.ok(c.vsUnrounded > 1e-4 && c.vsUnrounded < 2e-2, `on ${adapter}:\n  ${report}`);
       }
-      assert.equal(checks[0]!.splits, 1);
-      assert.ok(checks.at(-1)!.splits > 1, report);
+      const byName = (part: string) => checks.filter((c) => c.name.includes(part));
+      assert.ok(byName('200x512').every((c) => c.splits === 1), report);
+      assert.ok(byName('K split').every((c) => c.splits > 1), report);
+      assert.deepEqual([...new Set(checks.map((c) => c.tileTokens))].sort(), [128, 64], report);
+      // The default rule gives the tall split matrix 128 tokens a workgroup where the device has 21 KiB of workgroup memory.
+      assert.equal(byName('1100x1024')[0]!.tileTokens, device.limits.maxComputeWorkgroupStorageSize >= 21 * 1024 ? 128 : 64, report);
     });
   }
 });

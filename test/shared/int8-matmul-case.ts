@@ -10,7 +10,7 @@
 // about 100 times that bound, so a kernel that multiplied unrounded x (or rounded it differently)
 // fails, as does one that lost a block's scale or min.
 import { readBack, uploadStorage } from '../../src/core/gpu/buffers.js';
-import { LinearKernels, matmulInt8Splits, uploadWeight, type Dispatch } from '../../src/core/gpu/linear.js';
+import { LinearKernels, matmulInt8Splits, matmulInt8TileTokens, uploadWeight, type Dispatch, type Int8TileTokens } from '../../src/core/gpu/linear.js';
 import { GGMLType, typeName } from '../../src/core/gguf/types.js';
 import { dequantize } from '../../src/core/quant/dequant.js';
 import { quantize } from '../../src/core/quant/quantize.js';
@@ -30,6 +30,8 @@ export interface Int8Check {
   readonly untouched: boolean;
   /** K splits the binding used. */
   readonly splits: number;
+  /** Tokens a workgroup the binding used. */
+  readonly tileTokens: number;
 }
 
 function seededNormals(n: number, seed: number, std = 1): Float32Array<ArrayBuffer> {
@@ -81,18 +83,23 @@ interface Case {
   yOffset: number;
   yStride: number;
   kSplits?: number;
+  int8Tokens?: Int8TileTokens;
 }
 
 /**
- * Shapes: two row tiles (the second partial) and two token tiles (the second partial), unsplit; a
- * matrix of few rows split over K by the default rule (8 parts of 128 columns: parts that start
- * inside a Q4_K block), with a first row, x and y strides and a y offset.
+ * Shapes: two row tiles (the second partial) and two token tiles (the second partial), unsplit, at
+ * 64 tokens a workgroup and at 128; a matrix of few rows split over K by the default rule (8 parts
+ * of 128 columns: parts that start inside a block), with a first row, x and y strides and a y
+ * offset; and one of 1,100 rows of 1,024, split, that the default rule gives 128 tokens a workgroup
+ * (where the device has the workgroup memory).
  */
 export async function checkInt8MatMul(kernels: LinearKernels, type: GGMLType): Promise<Int8Check[]> {
   const { device } = kernels;
   const cases: Case[] = [
     { name: '200x512', rows: 200, cols: 512, firstRow: 0, tokens: [1, 70], maxTokens: 70, xStride: 512, yOffset: 0, yStride: 200, kSplits: 1 },
+    { name: '200x512 at 128 tokens', rows: 200, cols: 512, firstRow: 0, tokens: [1, 150], maxTokens: 150, xStride: 512, yOffset: 0, yStride: 200, kSplits: 1, int8Tokens: 128 },
     { name: '30x1024 from row 40 (K split)', rows: 30, cols: 1024, firstRow: 40, tokens: [5, 33], maxTokens: 33, xStride: 1028, yOffset: 3, yStride: 33 },
+    { name: '1100x1024 (K split)', rows: 1100, cols: 1024, firstRow: 0, tokens: [130], maxTokens: 130, xStride: 1024, yOffset: 0, yStride: 1100 },
   ];
   const checks: Int8Check[] = [];
   const owned: GPUBuffer[] = [];
@@ -111,9 +118,10 @@ export async function checkInt8MatMul(kernels: LinearKernels, type: GGMLType): P
       const yLen = c.yOffset + c.maxTokens * c.yStride;
       const yBuf = uploadStorage(device, new Float32Array(yLen).fill(SENTINEL), 'int8 check y');
       owned.push(xBuf, yBuf);
-      const mm = await kernels.bindMatMul({ weight, type, rows: c.rows, cols: c.cols, firstRow: c.firstRow, tokens: c.maxTokens, x: xBuf, xStride: c.xStride, y: yBuf, yOffset: c.yOffset, yStride: c.yStride, int8: true, kSplits: c.kSplits });
+      const mm = await kernels.bindMatMul({ weight, type, rows: c.rows, cols: c.cols, firstRow: c.firstRow, tokens: c.maxTokens, x: xBuf, xStride: c.xStride, y: yBuf, yOffset: c.yOffset, yStride: c.yStride, int8: true, kSplits: c.kSplits, int8Tokens: c.int8Tokens });
       dispatches.push(mm);
-      const groups = Math.ceil(c.rows / 128) * Math.ceil(c.maxTokens / 64);
+      const tileTokens = c.int8Tokens ?? matmulInt8TileTokens(c.rows, c.cols, c.maxTokens, device.limits.maxComputeWorkgroupStorageSize);
+      const groups = Math.ceil(c.rows / 128) * Math.ceil(c.maxTokens / tileTokens);
       const { splits } = matmulInt8Splits(c.cols, groups, c.kSplits);
       for (const T of c.tokens) {
         device.queue.writeBuffer(yBuf, 0, new Float32Array(yLen).fill(SENTINEL));
@@ -155,7 +163,7 @@ export async function checkInt8MatMul(kernels: LinearKernels, type: GGMLType): P
           const written = j >= 0 && j < T * c.yStride && j % c.yStride < c.rows;
           if (!written && got[i] !== SENTINEL) untouched = false;
         }
-        checks.push({ name: `int8 matmul ${typeName(type)} ${c.name} T=${T}`, excess, vsUnrounded, untouched, splits });
+        checks.push({ name: `int8 matmul ${typeName(type)} ${c.name} T=${T}`, excess, vsUnrounded, untouched, splits, tileTokens });
       }
     }
     return checks;

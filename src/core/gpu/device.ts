@@ -28,9 +28,10 @@ export const DEFAULT_OPTIONAL_FEATURES: readonly GPUFeatureName[] = ['subgroups'
  * Limits every device is opened with as far as the adapter allows (besides the caller's
  * preferredLimits): 10 storage buffers per shader stage (WebGPU's default is 8; Chromium offers 10),
  * so that a decode matvec can form its input from the residual stream (linear.ts,
- * supportsResidualInput, which needs 9).
+ * supportsResidualInput, which needs 9); 32 KiB of workgroup memory (the default is 16), for the
+ * int8 matmul's 128-token tile (linear.ts, matmulInt8TileTokens, which needs 21).
  */
-export const DEFAULT_PREFERRED_LIMITS: Readonly<Record<string, number>> = { maxStorageBuffersPerShaderStage: 10 };
+export const DEFAULT_PREFERRED_LIMITS: Readonly<Record<string, number>> = { maxStorageBuffersPerShaderStage: 10, maxComputeWorkgroupStorageSize: 32768 };
 
 /**
  * Whether the device runs on the CPU (SwiftShader, or the browser's fallback adapter). There every

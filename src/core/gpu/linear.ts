@@ -240,8 +240,30 @@ export const MATMUL_INT8_SPLIT_BELOW = 128;
 export const MATMUL_INT8_FILL_WORKGROUPS = 264;
 /** The int8 kernel's K step: splits are multiples of it. */
 const MATMUL_INT8_K_CHUNK = wgslConst(matmulInt8Source, 'K_CHUNK');
-if (wgslConst(matmulInt8Source, 'TILE_ROWS') !== MATMUL_TILE_ROWS || wgslConst(matmulInt8Source, 'TILE_TOKENS') !== MATMUL_TILE_TOKENS) {
-  throw new Error('matmul_int8.forward.wgsl must keep the wide tile (linear.ts dispatches both alike)');
+if (wgslConst(matmulInt8Source, 'TILE_ROWS') !== MATMUL_TILE_ROWS) {
+  throw new Error('matmul_int8.forward.wgsl must keep the wide tile\'s rows (linear.ts dispatches both alike)');
+}
+/** The int8 matmul's tokens a workgroup: 64, or 128 (each weight decoded once per 128 tokens). */
+export type Int8TileTokens = 64 | 128;
+/** Workgroup memory the 128-token int8 tile needs (bytes; the 64-token one fits WebGPU's default 16 KiB). */
+const INT8_WIDE_TILE_BYTES = 21 * 1024;
+/**
+ * An int8 matmul takes 128 tokens a workgroup when that still launches this many workgroups
+ * (H200, 512 tokens: E2B's 12,288-row gate and up, 430 -> 397 µs; the 6,144-row ones, 192
+ * workgroups at 128 tokens, 213 -> 261 µs), or when it splits K anyway and has at least
+ * {@link MATMUL_INT8_WIDE_SPLIT} rows and columns (E2B's ffn_down, Q6_K 578 -> 435 µs; attn_output
+ * 87 -> 76; not its 1,536 x 256 proj, 25 -> 32).
+ */
+export const MATMUL_INT8_WIDE_GROUPS = 384;
+export const MATMUL_INT8_WIDE_SPLIT = 1024;
+
+/** The int8 tile for a matrix and up to `tokens` tokens (see {@link MATMUL_INT8_WIDE_GROUPS}), 64 where the device's workgroup memory is short. */
+export function matmulInt8TileTokens(rows: number, cols: number, tokens: number, maxWorkgroupBytes: number): Int8TileTokens {
+  if (maxWorkgroupBytes < INT8_WIDE_TILE_BYTES) return 64;
+  const rowTiles = Math.ceil(rows / MATMUL_TILE_ROWS);
+  const fills = rowTiles * Math.ceil(tokens / 128) >= MATMUL_INT8_WIDE_GROUPS;
+  const splits = rowTiles * Math.ceil(tokens / 64) < MATMUL_INT8_SPLIT_BELOW && Math.min(rows, cols) >= MATMUL_INT8_WIDE_SPLIT;
+  return fills || splits ? 128 : 64;
 }
 /** The weight parts of the int8 matmul, by dtype (Q4_K reads whole vec4s, so without common.wgsl). */
 const INT8_SNIPPETS: ReadonlyMap<GGMLType, readonly ShaderPart[]> = new Map([
@@ -395,6 +417,8 @@ export interface MatMulBinding extends MatVecBinding {
   int8?: boolean;
   /** Int8 matmuls only: the parts K is split into (default: {@link matmulInt8Splits}'s). */
   kSplits?: number;
+  /** Int8 matmuls only: tokens a workgroup (default: {@link matmulInt8TileTokens}'s; 128 needs 21 KiB of workgroup memory). */
+  int8Tokens?: Int8TileTokens;
   /** The most tokens any call will multiply; x holds [tokens, xStride], y [tokens, yStride]. */
   tokens: number;
   /** Elements between consecutive tokens of x; a multiple of 4, at least cols (default cols). */
@@ -572,7 +596,7 @@ export class LinearKernels {
   }
 
   /** The (cached) pipeline of an op for a dtype; rejects with ShaderCompileError if it does not compile. */
-  async pipeline(op: 'matvec' | 'matvec_rows' | 'matmul' | 'matmul_narrow' | 'matmul_int8', type: GGMLType, constants?: Record<string, number>): Promise<GPUComputePipeline> {
+  async pipeline(op: 'matvec' | 'matvec_rows' | 'matmul' | 'matmul_narrow' | 'matmul_int8', type: GGMLType, constants?: Record<string, number>, int8Tokens: Int8TileTokens = 64): Promise<GPUComputePipeline> {
     const snippet = WEIGHT_SNIPPETS.get(type);
     if (!snippet) throw new RullamaError('unsupported', `linear layers over ${typeName(type)} weights are not supported`);
     if (op === 'matmul_int8') {
@@ -580,8 +604,8 @@ export class LinearKernels {
       if (!int8Snippet) throw new RullamaError('unsupported', `int8 matmuls over ${typeName(type)} weights are not supported`);
       try {
         return await this.pipelines.get({
-          name: op, dtype: typeName(type), layout: this.matmulPipelineLayout,
-          parts: [{ name: 'matmul_int8.forward.wgsl', source: matmulInt8Source }, ...int8Snippet],
+          name: `${op}_t${int8Tokens}`, dtype: typeName(type), layout: this.matmulPipelineLayout,
+          parts: [{ name: 'tile.wgsl', source: `const TILE_TOKENS: u32 = ${int8Tokens}u;` }, { name: 'matmul_int8.forward.wgsl', source: matmulInt8Source }, ...int8Snippet],
         });
       } catch (e) {
         // A WGSL without dot4I8Packed (packed_4x8_integer_dot_product) is the likely cause.
@@ -880,7 +904,9 @@ export class LinearKernels {
     // A split's parts ([splits][tokens][rows] f32) must fit one storage binding; by default a
     // matrix whose parts would not takes the narrow tile (int8: no split) instead.
     const maxPartsBytes = Math.min(this.device.limits.maxStorageBufferBindingSize, this.device.limits.maxBufferSize);
-    const tokenTiles = Math.ceil(maxTokens / MATMUL_TILE_TOKENS);
+    if (b.int8Tokens !== undefined && b.int8Tokens !== 64 && b.int8Tokens !== 128) throw new RullamaError('bad-argument', `${label}: int8Tokens must be 64 or 128, not ${String(b.int8Tokens)}`);
+    const int8Tokens = b.int8Tokens ?? matmulInt8TileTokens(b.rows, b.cols, maxTokens, this.device.limits.maxComputeWorkgroupStorageSize);
+    const tokenTiles = Math.ceil(maxTokens / (int8 ? int8Tokens : MATMUL_TILE_TOKENS));
     if (b.kSplits !== undefined && !(Number.isSafeInteger(b.kSplits) && b.kSplits >= 1)) throw new RullamaError('bad-argument', `${label}: kSplits must be a positive integer, not ${b.kSplits}`);
     let split = int8 ? matmulInt8Splits(b.cols, Math.ceil(b.rows / MATMUL_TILE_ROWS) * tokenTiles, b.kSplits) : matmulSplits(b.cols);
     const partsFit = 4 * split.splits * maxTokens * b.rows <= maxPartsBytes;
@@ -891,7 +917,7 @@ export class LinearKernels {
       throw new RullamaError('bad-argument', `${label}: the K split's parts of ${maxTokens} tokens need ${4 * split.splits * maxTokens * b.rows} bytes, more than one storage binding holds on this device; use fewer tokens or another tile`);
     }
     const wide = tile !== 'narrow';
-    const tileTokens = wide ? MATMUL_TILE_TOKENS : MATMUL_NARROW_TOKENS;
+    const tileTokens = int8 ? int8Tokens : wide ? MATMUL_TILE_TOKENS : MATMUL_NARROW_TOKENS;
     const rowTiles = Math.ceil(b.rows / (wide ? MATMUL_TILE_ROWS : MATMUL_NARROW_ROWS));
     const maxGroups = this.device.limits.maxComputeWorkgroupsPerDimension;
     if (rowTiles > maxGroups || Math.ceil(maxTokens / tileTokens) > maxGroups || (tile === 'split' && maxTokens > maxGroups)) {
@@ -901,7 +927,7 @@ export class LinearKernels {
     // Split: the wide kernel writes its parts [splits][tokens][rows] to the shared parts buffer, the sum writes y.
     const splitStride = maxTokens * b.rows;
     const parts = tile === 'split' ? this.splitPartsFor(splits * splitStride) : null;
-    const pipeline = await this.pipeline(int8 ? 'matmul_int8' : wide ? 'matmul' : 'matmul_narrow', b.type);
+    const pipeline = await this.pipeline(int8 ? 'matmul_int8' : wide ? 'matmul' : 'matmul_narrow', b.type, undefined, int8Tokens);
     const params = uploadUniform(
       this.device,
       new Uint32Array(parts ? [b.rows, b.cols, g.firstRow, g.xOffset, xStride, 0, b.rows, kSplit, splitStride] : [b.rows, b.cols, g.firstRow, g.xOffset, xStride, g.yOffset, yStride, kSplit, 0]),
