@@ -8,14 +8,15 @@
 // appends one weights/<dtype>_int8.wgsl (Q4_K; Q6_K after weights/common.wgsl), which supplies
 // the weights' side (see "Snippet contract" below).
 //
-// The activations are rounded to 8 bits as they are read, in blocks of 32 columns: x ≈ dx * xq
-// with dx = max|x| / 127 and xq = round(x / dx) in [-127, 127], as llama.cpp's q8_1 does. The
-// weights are small integers as bytes with scales per 16 or 32 columns, so a block's share of a
-// product is an integer dot product of 32 bytes (8 dot4I8Packed) and a few float operations.
+// x comes rounded to 8 bits by round_q8.forward.wgsl, in blocks of 32 columns (x ≈ dx * xq, as
+// llama.cpp's q8_1): `x` here is its output, three vec4<u32> a block, and x_offset and x_stride
+// count the original columns (multiples of 32). The weights are small integers as bytes with
+// scales per 16 or 32 columns, so a block's share of a product is an integer dot product of 32
+// bytes (8 dot4I8Packed) and a few float operations.
 //
-// Each K_CHUNK of 64 columns (two x blocks), threads 0..X_BLOCKS-1 each round one 32-column block
+// Each K_CHUNK of 64 columns (two x blocks), threads 0..X_BLOCKS-1 each copy one 32-column block
 // of one token, and 128 threads each decode one weight row of the tile (its 64 values as bytes,
-// and its scales): threads 128..255 with 64 tokens, 0..127 with 128 (then all round x). The next
+// and its scales): threads 128..255 with 64 tokens, 0..127 with 128 (then all copy x). The next
 // chunk is fetched into registers before the products of the current one, so its memory latency
 // hides behind them. Then a thread (tx = li % 32, ty = li / 32) adds up rows tx + 32 i (i < 4) and
 // tokens ty + 8 j (j < TILE_TOKENS / 8) from shared memory: a warp's lanes read consecutive rows
@@ -65,7 +66,7 @@ struct Tokens {
   count: u32,
 }
 
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<u32>>;  // rounded blocks
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> params: Params;
 @group(0) @binding(4) var<uniform> tokens: Tokens;
@@ -74,39 +75,30 @@ var<workgroup> w_q: array<u32, W_SLOTS * W_SLOT_WORDS>;          // [word of the
 var<workgroup> x_q: array<vec4<u32>, TILE_TOKENS * K_CHUNK / 16u>; // [token][vec4 of the chunk]: 16 values of -127..127
 var<workgroup> x_s: array<vec2<f32>, TILE_TOKENS * 2u>;           // [token][block]: (dx, dx * sum xq)
 
-// 32 columns of one token of x (zeros past the token count).
-fn x_fetch(k0: u32, li: u32, tok0: u32, count: u32, x_base: u32, x_stride: u32) -> array<vec4<f32>, 8> {
-  var v: array<vec4<f32>, 8>;
-  let tok = tok0 + li / 2u;
-  if (tok < count) {
-    let at = x_base + tok * x_stride + (k0 + 32u * (li % 2u)) / 4u;
-    for (var i = 0u; i < 8u; i++) {
-      v[i] = x[at + i];
-    }
-  }
-  return v;
+// One rounded block of x: 32 bytes, then (dx, dx * sum xq) as bits.
+struct XBlock {
+  q0: vec4<u32>,
+  q1: vec4<u32>,
+  s: vec4<u32>,
 }
 
-// Rounds block li % 2 of token li / 2 to 8 bits into the shared tiles.
-fn x_store(v: array<vec4<f32>, 8>, li: u32) {
-  // max |x| as a tree, not a chain of 32 dependent steps.
-  let m4 = max(max(max(abs(v[0]), abs(v[1])), max(abs(v[2]), abs(v[3]))), max(max(abs(v[4]), abs(v[5])), max(abs(v[6]), abs(v[7]))));
-  let amax = max(max(m4.x, m4.y), max(m4.z, m4.w));
-  let inv = select(0.0, 127.0 / amax, amax > 0.0);
-  var packed: array<u32, 8>;
-  var sum = vec4<i32>(0);
-  for (var i = 0u; i < 8u; i++) {
-    // round(v * inv) without a conversion: adding 1.5 * 2^23 leaves the integer in the low bits.
-    let q = bitcast<vec4<i32>>(v[i] * inv + 12582912.0) - 0x4B400000;
-    sum += q;
-    packed[i] = pack4xI8(q);
+// Block li % 2 of the chunk for token li / 2 of the tile (zeros past the token count).
+fn x_fetch(k0: u32, li: u32, tok0: u32, count: u32) -> XBlock {
+  var f: XBlock;
+  let tok = tok0 + li / 2u;
+  if (tok < count) {
+    let at = 3u * ((params.x_offset + tok * params.x_stride + k0) / 32u + li % 2u);
+    f = XBlock(x[at], x[at + 1u], x[at + 2u]);
   }
+  return f;
+}
+
+fn x_store(f: XBlock, li: u32) {
   let t = li / 2u;
   let b = li % 2u;
-  x_q[t * 4u + 2u * b] = vec4<u32>(packed[0], packed[1], packed[2], packed[3]);
-  x_q[t * 4u + 2u * b + 1u] = vec4<u32>(packed[4], packed[5], packed[6], packed[7]);
-  let dx = amax / 127.0;
-  x_s[t * 2u + b] = vec2<f32>(dx, dx * f32(sum.x + sum.y + sum.z + sum.w));
+  x_q[t * 4u + 2u * b] = f.q0;
+  x_q[t * 4u + 2u * b + 1u] = f.q1;
+  x_s[t * 2u + b] = bitcast<vec2<f32>>(f.s.xy);
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -121,32 +113,30 @@ fn main(
   let tok0 = wid.y * TILE_TOKENS;
   let count = tokens.count;
   let blocks_per_row = params.cols / W_BLOCK_VALUES;
-  let x_base = params.x_offset / 4u;
-  let x_stride = params.x_stride / 4u;
   let tx = li % ROW_THREADS;
   let ty = li / ROW_THREADS;
-  // Thread li rounds x block li (li < X_BLOCKS) and decodes weight row w_row of the tile (w_row <
+  // Thread li copies x block li (li < X_BLOCKS) and decodes weight row w_row of the tile (w_row <
   // TILE_ROWS; none past the matrix).
   let w_row = (li + X_BLOCKS) % WG_SIZE;
   let stores_w = w_row < TILE_ROWS;
   let fetches_w = stores_w && row0 + w_row < params.rows;
-  let rounds_x = li < X_BLOCKS;
+  let copies_x = li < X_BLOCKS;
 
   // acc[i * TOKENS_PER_THREAD + j]: row tx + 32 i, token ty + 8 j.
   var acc: array<f32, ROWS_PER_THREAD * TOKENS_PER_THREAD>;
   var wf: WFetched;
-  var xv: array<vec4<f32>, 8>;
+  var xv: XBlock;
   if (fetches_w) {
     wf = w_fetch(params.first_row + row0 + w_row, k_begin, blocks_per_row);
   }
-  if (rounds_x) {
-    xv = x_fetch(k_begin, li, tok0, count, x_base, x_stride);
+  if (copies_x) {
+    xv = x_fetch(k_begin, li, tok0, count);
   }
   for (var k0 = k_begin; k0 < k_end; k0 += K_CHUNK) {
     if (stores_w) {
       w_store(wf, k0, w_row, 0u);  // zeros (from wf's zero start) past the matrix
     }
-    if (rounds_x) {
+    if (copies_x) {
       x_store(xv, li);
     }
     workgroupBarrier();
@@ -154,8 +144,8 @@ fn main(
       if (fetches_w) {
         wf = w_fetch(params.first_row + row0 + w_row, k0 + K_CHUNK, blocks_per_row);
       }
-      if (rounds_x) {
-        xv = x_fetch(k0 + K_CHUNK, li, tok0, count, x_base, x_stride);
+      if (copies_x) {
+        xv = x_fetch(k0 + K_CHUNK, li, tok0, count);
       }
     }
     for (var b = 0u; b < 2u; b++) {

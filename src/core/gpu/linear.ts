@@ -21,13 +21,14 @@
  * form their input from a residual stream through RMS norms ({@link MatVecResidualInput}), which
  * folds a decode step's norm dispatches into the matvec that reads them. Single Q6_K matvecs with
  * lanes per row take matvec_q6k.forward.wgsl, 32 values a step. Q4_K and Q6_K matmuls asked for
- * `int8` take matmul_int8.forward.wgsl with weights/<dtype>_int8.wgsl, which round x to 8 bits
- * and multiply in integers.
+ * `int8` take round_q8.forward.wgsl (x rounded to 8 bits) and matmul_int8.forward.wgsl with
+ * weights/<dtype>_int8.wgsl (integer products).
  */
 import matmulSource from '../../wgsl/matmul.forward.wgsl';
 import matmulWideSource from '../../wgsl/matmul_wide.forward.wgsl';
 import matmulSplitSumSource from '../../wgsl/matmul_split_sum.forward.wgsl';
 import matmulInt8Source from '../../wgsl/matmul_int8.forward.wgsl';
+import roundQ8Source from '../../wgsl/round_q8.forward.wgsl';
 import q4kInt8Source from '../../wgsl/weights/q4_k_int8.wgsl';
 import q6kInt8Source from '../../wgsl/weights/q6_k_int8.wgsl';
 import matvecSource from '../../wgsl/matvec.forward.wgsl';
@@ -265,6 +266,10 @@ export function matmulInt8TileTokens(rows: number, cols: number, tokens: number,
   const splits = rowTiles * Math.ceil(tokens / 64) < MATMUL_INT8_SPLIT_BELOW && Math.min(rows, cols) >= MATMUL_INT8_WIDE_SPLIT;
   return fills || splits ? 128 : 64;
 }
+/** Bytes of one rounded 32-column block of x (round_q8.forward.wgsl): 32 of bytes, 16 of scales. */
+const ROUNDED_BLOCK_BYTES = 48;
+/** Blocks a workgroup of round_q8.forward.wgsl rounds. */
+const ROUND_WG = wgslConst(roundQ8Source, 'WG_SIZE');
 /** The weight parts of the int8 matmul, by dtype (Q4_K reads whole vec4s, so without common.wgsl). */
 const INT8_SNIPPETS: ReadonlyMap<GGMLType, readonly ShaderPart[]> = new Map([
   [GGMLType.Q4_K, [{ name: 'weights/q4_k_int8.wgsl', source: q4kInt8Source }]],
@@ -408,7 +413,7 @@ export interface MatMulBinding extends MatVecBinding {
   tile?: MatMulTile;
   /**
    * Q4_K and Q6_K weights (other dtypes ignore it): round x to 8 bits in blocks of 32 columns and
-   * multiply in integers (matmul_int8.forward.wgsl), as llama.cpp's quantised matmuls do: y
+   * multiply in integers (round_q8 then matmul_int8.forward.wgsl), as llama.cpp's quantised matmuls do: y
    * then differs from the f32 product by that rounding, about 0.5% of its scale. Its tile is the
    * wide one, split over K ({@link matmulInt8Splits}) when the matrix alone would launch few
    * workgroups. Needs WGSL's `packed_4x8_integer_dot_product` ({@link supportsInt8MatMul}).
@@ -554,6 +559,10 @@ export class LinearKernels {
   private splitSumLayout: { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } | null = null;
   /** The split matmuls' partial products, shared by every binding (grown when one needs more). */
   private splitParts: GPUBuffer[] = [];
+  /** The int8 matmuls' rounded x, shared likewise (each rounds its x just before it reads it). */
+  private roundedX: GPUBuffer[] = [];
+  /** round_q8's bind group layout and pipeline layout (made on first use). */
+  private roundLayout: { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout } | null = null;
   /** Whether the matvecs use subgroup sums (settled on first use). */
   private subgroupsReady: Promise<boolean> | null = null;
   private readonly wantSubgroups: boolean;
@@ -928,16 +937,19 @@ export class LinearKernels {
     const splitStride = maxTokens * b.rows;
     const parts = tile === 'split' ? this.splitPartsFor(splits * splitStride) : null;
     const pipeline = await this.pipeline(int8 ? 'matmul_int8' : wide ? 'matmul' : 'matmul_narrow', b.type, undefined, int8Tokens);
+    // Int8: x is rounded into the shared buffer first, which the matmul then reads from its start.
+    const round = int8 ? await this.roundQ8(label, b.x, g.xOffset, xStride, b.cols, maxTokens) : null;
+    const [xOffset, xStrideRead] = round ? [0, b.cols] : [g.xOffset, xStride];
     const params = uploadUniform(
       this.device,
-      new Uint32Array(parts ? [b.rows, b.cols, g.firstRow, g.xOffset, xStride, 0, b.rows, kSplit, splitStride] : [b.rows, b.cols, g.firstRow, g.xOffset, xStride, g.yOffset, yStride, kSplit, 0]),
+      new Uint32Array(parts ? [b.rows, b.cols, g.firstRow, xOffset, xStrideRead, 0, b.rows, kSplit, splitStride] : [b.rows, b.cols, g.firstRow, xOffset, xStrideRead, g.yOffset, yStride, kSplit, 0]),
       `${label} params`,
     );
     const bindGroup = this.device.createBindGroup({
       label,
       layout: this.matmulLayout,
       entries: [
-        ...[b.weight, b.x, parts ?? b.y, params].map((buffer, binding) => ({ binding, resource: { buffer } })),
+        ...[b.weight, round?.out ?? b.x, parts ?? b.y, params].map((buffer, binding) => ({ binding, resource: { buffer } })),
         this.counts.entry(4, maxTokens),
       ],
     });
@@ -953,6 +965,11 @@ export class LinearKernels {
           throw new RullamaError('bad-argument', `${label}: token count ${tokens} is outside 0..${maxTokens}`);
         }
         dynamicOffset[0] = counts.offset(tokens);
+        if (round) {
+          pass.setPipeline(round.pipeline);
+          pass.setBindGroup(0, round.bindGroup, dynamicOffset, 0, 1);
+          pass.dispatchWorkgroups(round.groups, tokens);
+        }
         pass.setPipeline(pipeline);
         pass.setBindGroup(0, bindGroup, dynamicOffset, 0, 1);
         pass.dispatchWorkgroups(rowTiles, Math.ceil(tokens / tileTokens), splits);
@@ -965,8 +982,43 @@ export class LinearKernels {
       destroy(): void {
         params.destroy();
         sum?.params.destroy();
+        round?.params.destroy();
       },
     };
+  }
+
+  /**
+   * round_q8.forward.wgsl for an int8 matmul's x ([tokens][xStride] from xOffset, `cols` columns):
+   * its pipeline, bind group and params, writing the shared rounded-x buffer (48 bytes a block).
+   */
+  private async roundQ8(
+    label: string, x: GPUBuffer, xOffset: number, xStride: number, cols: number, maxTokens: number,
+  ): Promise<{ pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; params: GPUBuffer; out: GPUBuffer; groups: number }> {
+    if (!this.roundLayout) {
+      const entry = (binding: number, type: GPUBufferBindingType): GPUBindGroupLayoutEntry => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
+      const group = this.device.createBindGroupLayout({ label: 'round_q8', entries: [entry(0, 'read-only-storage'), entry(1, 'storage'), entry(2, 'uniform'), countLayoutEntry(3)] });
+      this.roundLayout = { group, pipeline: this.device.createPipelineLayout({ label: 'round_q8', bindGroupLayouts: [group] }) };
+    }
+    let pipeline: GPUComputePipeline;
+    try {
+      pipeline = await this.pipelines.get({ name: 'round_q8', parts: [{ name: 'round_q8.forward.wgsl', source: roundQ8Source }], layout: this.roundLayout.pipeline });
+    } catch (e) {
+      throw new RullamaError('unsupported', `int8 matmuls do not compile on this GPU (they need WGSL's packed_4x8_integer_dot_product): ${(e as Error).message}`, { cause: e });
+    }
+    const bytes = maxTokens * (cols / 32) * ROUNDED_BLOCK_BYTES;
+    let out = this.roundedX.at(-1);
+    if (!out || out.size < bytes) {
+      // Bindings made before keep the smaller buffer (they need no more); later ones share this one.
+      out = this.device.createBuffer({ label: 'int8 matmul rounded x', size: bytes, usage: GPUBufferUsage.STORAGE });
+      this.roundedX.push(out);
+    }
+    const params = uploadUniform(this.device, new Uint32Array([cols, xOffset, xStride]), `${label} round params`);
+    const bindGroup = this.device.createBindGroup({
+      label: `${label} round`,
+      layout: this.roundLayout.group,
+      entries: [...[x, out, params].map((buffer, binding) => ({ binding, resource: { buffer } })), this.counts.entry(3, maxTokens)],
+    });
+    return { pipeline, bindGroup, params, out, groups: Math.ceil(cols / 32 / ROUND_WG) };
   }
 
   /** A parts buffer of at least `floats` values for a split matmul: the shared one, grown if needed. */
@@ -1008,14 +1060,14 @@ export class LinearKernels {
 
   /** GPU bytes of the buffers these kernels own: the split matmuls' parts (every size still bound). */
   get bytes(): number {
-    return this.splitParts.reduce((n, b) => n + b.size, 0);
+    return [...this.splitParts, ...this.roundedX].reduce((n, b) => n + b.size, 0);
   }
 
   /** Frees the token-count tables. Bindings made from this object stop working. */
   destroy(): void {
     this.counts.destroy();
     this.placeholder.destroy();
-    for (const b of this.splitParts) b.destroy();
+    for (const b of [...this.splitParts, ...this.roundedX]) b.destroy();
     for (const b of this.placeholderOut) b.destroy();
   }
 
