@@ -13,10 +13,10 @@
  * against each candidate kernel file in the folder $Q6K_VARIANTS (bodies as matvec_q6k.forward.wgsl:
  * src/wgsl/matvec_bindings.wgsl is put in front, so they leave out Params and bindings); --shape NAME
  * keeps the shapes whose name holds NAME. With --matmul it times prefill's Q4_K and Q6_K matmuls,
- * f32 against int8 (matmul_int8.forward.wgsl) at 1 to 8 K splits.
+ * f32 against int8 (round_q8 + matmul_int8.forward.wgsl) by the default rule and at 1 to 8 K splits.
  */
 import { openDevice } from '../src/core/gpu/device.js';
-import { LinearKernels, matmulInt8Splits } from '../src/core/gpu/linear.js';
+import { LinearKernels } from '../src/core/gpu/linear.js';
 import { GGMLType } from '../src/core/gguf/types.js';
 import { dequantize } from '../src/core/quant/dequant.js';
 import matvecBindingsSource from '../src/wgsl/matvec_bindings.wgsl';
@@ -24,11 +24,6 @@ import matvecQ6kSource from '../src/wgsl/matvec_q6k.forward.wgsl';
 import reduceSgSource from '../src/wgsl/matvec_reduce_sg.forward.wgsl';
 import geluSource from '../src/wgsl/gelu.wgsl';
 import weightsCommonSource from '../src/wgsl/weights/common.wgsl';
-import matmulInt8Source from '../src/wgsl/matmul_int8.forward.wgsl';
-import q4kInt8Source from '../src/wgsl/weights/q4_k_int8.wgsl';
-import q6kInt8Source from '../src/wgsl/weights/q6_k_int8.wgsl';
-import { CountTable, countLayoutEntry } from '../src/core/gpu/token-counts.js';
-import { wgslConst } from '../src/core/gpu/weight-snippets.js';
 
 const keep: unknown[] = [];
 const arg = (name: string, dflt: number) => {
@@ -42,7 +37,7 @@ const { create, globals } = await import('webgpu');
 Object.assign(globalThis, globals);
 const gpu = create(['disable-dawn-features=timestamp_quantization']);
 keep.push(gpu);
-const { device, description } = await openDevice({ gpu, optionalFeatures: ['timestamp-query' as GPUFeatureName], preferredLimits: { maxStorageBufferBindingSize: 2 ** 31, maxBufferSize: 2 ** 31, maxComputeWorkgroupStorageSize: 32768 } });
+const { device, description } = await openDevice({ gpu, optionalFeatures: ['timestamp-query' as GPUFeatureName], preferredLimits: { maxStorageBufferBindingSize: 2 ** 31, maxBufferSize: 2 ** 31 } });
 keep.push(device);
 log(description);
 
@@ -430,49 +425,8 @@ if (process.argv.includes('--matmul')) {
       return got;
     };
     const want = await run('f32', {});
-    const int8 = await run('int8', { int8: true }, want); // the default split rule
+    await run('int8', { int8: true }, want); // the default split rule and tile
     for (const kSplits of [1, 2, 4, 8]) await run(`int8_s${kSplits}`, { int8: true, kSplits }, want);
-    // Candidate bodies for matmul_int8.forward.wgsl from $INT8_VARIANTS (with the in-tree weight
-    // snippets), at the default rule's splits; a split one is timed without its sum dispatch, and
-    // checked only unsplit.
-    if (process.env.INT8_VARIANTS) {
-      const { readdirSync, readFileSync } = await import('node:fs');
-      const dir = process.env.INT8_VARIANTS;
-      const types = ['read-only-storage', 'read-only-storage', 'storage', 'uniform'] as const;
-      const layout = device.createBindGroupLayout({ entries: [...types.map((type, binding): GPUBindGroupLayoutEntry => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } })), countLayoutEntry(4)] });
-      const counts = new CountTable(device, 'micro counts');
-      for (const f of readdirSync(dir)) {
-        // A file named q4k_* or q6k_* replaces that dtype's snippet (under the in-tree body); others replace the body.
-        const own = f.startsWith('q4k_') ? GGMLType.Q4_K : f.startsWith('q6k_') ? GGMLType.Q6_K : null;
-        if (own !== null && own !== type) continue;
-        const text = readFileSync(`${dir}/${f}`, 'utf8');
-        const snippet = own !== null ? [text] : type === GGMLType.Q6_K ? [weightsCommonSource, q6kInt8Source] : [q4kInt8Source];
-        const code = [own !== null ? matmulInt8Source : text, ...(type === GGMLType.Q6_K && own !== null ? [weightsCommonSource] : []), ...snippet].join('\n');
-        const tileTokens = wgslConst(own !== null ? matmulInt8Source : text, 'TILE_TOKENS');
-        const groups = Math.ceil(rows / 128) * Math.ceil(T / tileTokens);
-        const { splits, kSplit } = matmulInt8Splits(cols, groups);
-        const parts = splits > 1 ? device.createBuffer({ size: splits * T * rows * 4, usage: S }) : y;
-        const u = uniform(splits > 1 ? [rows, cols, 0, 0, cols, 0, rows, kSplit, T * rows] : [rows, cols, 0, 0, cols, 0, rows, cols, 0]);
-        const module = device.createShaderModule({ code });
-        device.pushErrorScope('validation');
-        const pl = device.createComputePipeline({ layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: 'main' } });
-        const bg = device.createBindGroup({ layout, entries: [...[w, x, parts, u].map((buffer, binding): GPUBindGroupEntry => ({ binding, resource: { buffer } })), counts.entry(4, T)] });
-        const invalid = await device.popErrorScope();
-        if (invalid) { r[f] = invalid.message.slice(0, 200); continue; }
-        const off = new Uint32Array([counts.offset(T)]);
-        const encode = (p: GPUComputePassEncoder) => { p.setPipeline(pl); p.setBindGroup(0, bg, off, 0, 1); p.dispatchWorkgroups(Math.ceil(rows / 128), Math.ceil(T / tileTokens), splits); };
-        const key = f.replace('.wgsl', '');
-        if (splits === 1) {
-          const enc = device.createCommandEncoder();
-          const pass = enc.beginComputePass();
-          encode(pass);
-          pass.end();
-          device.queue.submit([enc.finish()]);
-          r[`${key}_vs_int8`] = maxRelErr(await readF32(y, T * rows), int8).toExponential(2);
-        }
-        r[`${key}${splits > 1 ? `_s${splits}_nosum` : ''}`] = await time(encode);
-      }
-    }
     log(`${name}: ${JSON.stringify(r)}`);
     out[name] = r;
     w.destroy(); x.destroy(); y.destroy();

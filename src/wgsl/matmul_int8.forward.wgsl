@@ -28,12 +28,11 @@
 //   const W_BLOCK_VALUES: u32        values per block
 //   struct WFetched                  what a row's thread fetches for one chunk
 //   struct WScale                    a row's scales for one 32-column block of the chunk
-//   var<workgroup> w_s               its scale tile, W_SLOTS of them
+//   var<workgroup> w_s               its scale tile
 //   fn w_fetch(row, k0, blocks_per_row) -> WFetched     row: of the buffer; k0: first column of the chunk
-//   fn w_store(f: WFetched, k0, r, slot)   writes row r of tile `slot`: w_q[W_SLOT_WORDS * slot +
-//                                    k * TILE_ROWS + r] (k < 16: the chunk's values 4k..4k+3 as
-//                                    signed bytes) and its scales
-//   fn w_scale(b, r, slot) -> WScale row r's scales for block b (0, 1) of the chunk in tile `slot`
+//   fn w_store(f: WFetched, k0, r)   writes row r of the tile: w_q[k * TILE_ROWS + r] (k < 16: the
+//                                    chunk's values 4k..4k+3 as signed bytes) and its scales
+//   fn w_scale(b, r) -> WScale       row r's scales for block b (0, 1) of the chunk
 //   fn w_dot(wa, wb, xa, xb, xs, s: WScale) -> f32
 //       one block's share: wa, wb its 32 weight bytes, xa, xb its 32 x bytes, xs (dx, dx * sum xq)
 
@@ -44,8 +43,6 @@ const ROWS_PER_THREAD: u32 = 4u;
 const TOKENS_PER_THREAD: u32 = TILE_TOKENS / 8u;
 const ROW_THREADS: u32 = TILE_ROWS / ROWS_PER_THREAD;    // 32: a warp along rows
 const X_BLOCKS: u32 = TILE_TOKENS * (K_CHUNK / 32u);     // 32-column blocks of x a chunk
-const W_SLOTS: u32 = 1u;                                 // weight tiles in shared memory
-const W_SLOT_WORDS: u32 = K_CHUNK / 4u * TILE_ROWS;
 
 const_assert ROW_THREADS * (TILE_TOKENS / TOKENS_PER_THREAD) == WG_SIZE;
 const_assert X_BLOCKS <= WG_SIZE && X_BLOCKS + TILE_ROWS >= WG_SIZE;
@@ -71,7 +68,7 @@ struct Tokens {
 @group(0) @binding(3) var<uniform> params: Params;
 @group(0) @binding(4) var<uniform> tokens: Tokens;
 
-var<workgroup> w_q: array<u32, W_SLOTS * W_SLOT_WORDS>;          // [word of the chunk][row]: 4 signed bytes
+var<workgroup> w_q: array<u32, K_CHUNK / 4u * TILE_ROWS>;        // [word of the chunk][row]: 4 signed bytes
 var<workgroup> x_q: array<vec4<u32>, TILE_TOKENS * K_CHUNK / 16u>; // [token][vec4 of the chunk]: 16 values of -127..127
 var<workgroup> x_s: array<vec2<f32>, TILE_TOKENS * 2u>;           // [token][block]: (dx, dx * sum xq)
 
@@ -134,7 +131,7 @@ fn main(
   }
   for (var k0 = k_begin; k0 < k_end; k0 += K_CHUNK) {
     if (stores_w) {
-      w_store(wf, k0, w_row, 0u);  // zeros (from wf's zero start) past the matrix
+      w_store(wf, k0, w_row);  // zeros (from wf's zero start) past the matrix
     }
     if (copies_x) {
       x_store(xv, li);
@@ -156,7 +153,7 @@ fn main(
         let at = b * 8u * TILE_ROWS + r;
         wq[2u * i] = vec4<u32>(w_q[at], w_q[at + TILE_ROWS], w_q[at + 2u * TILE_ROWS], w_q[at + 3u * TILE_ROWS]);
         wq[2u * i + 1u] = vec4<u32>(w_q[at + 4u * TILE_ROWS], w_q[at + 5u * TILE_ROWS], w_q[at + 6u * TILE_ROWS], w_q[at + 7u * TILE_ROWS]);
-        ws[i] = w_scale(b, r, 0u);
+        ws[i] = w_scale(b, r);
       }
       for (var j = 0u; j < TOKENS_PER_THREAD; j++) {
         let t = ty + 8u * j;

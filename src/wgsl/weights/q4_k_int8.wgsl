@@ -21,7 +21,7 @@ struct WScale {
 
 @group(0) @binding(0) var<storage, read> weight: array<vec4<u32>>;
 
-var<workgroup> w_s: array<vec2<f32>, W_SLOTS * 2u * TILE_ROWS>;  // [slot][block of the chunk][row]
+var<workgroup> w_s: array<vec2<f32>, 2u * TILE_ROWS>;  // [block of the chunk][row]
 
 fn w_fetch(row: u32, k0: u32, blocks_per_row: u32) -> WFetched {
   let block = (row * blocks_per_row + k0 / 256u) * (W_BLOCK_BYTES / 16u);
@@ -42,20 +42,19 @@ fn q4k_scale_min(h: vec4<u32>, j: u32) -> vec2<f32> {
   return vec2<f32>(dm.x * f32(sc), dm.y * f32(m));
 }
 
-fn w_store(f: WFetched, k0: u32, r: u32, slot: u32) {
+fn w_store(f: WFetched, k0: u32, r: u32) {
   let words = array<u32, 8>(f.q0.x, f.q0.y, f.q0.z, f.q0.w, f.q1.x, f.q1.y, f.q1.z, f.q1.w);
-  let at = W_SLOT_WORDS * slot + r;
   for (var i = 0u; i < 8u; i++) {
-    w_q[at + i * TILE_ROWS] = words[i] & 0x0f0f0f0fu;
-    w_q[at + (8u + i) * TILE_ROWS] = (words[i] >> 4u) & 0x0f0f0f0fu;
+    w_q[i * TILE_ROWS + r] = words[i] & 0x0f0f0f0fu;
+    w_q[(8u + i) * TILE_ROWS + r] = (words[i] >> 4u) & 0x0f0f0f0fu;
   }
   let j = 2u * ((k0 % 256u) / 64u);
-  w_s[2u * TILE_ROWS * slot + r] = q4k_scale_min(f.h, j);
-  w_s[2u * TILE_ROWS * slot + TILE_ROWS + r] = q4k_scale_min(f.h, j + 1u);
+  w_s[r] = q4k_scale_min(f.h, j);
+  w_s[TILE_ROWS + r] = q4k_scale_min(f.h, j + 1u);
 }
 
-fn w_scale(b: u32, r: u32, slot: u32) -> WScale {
-  return WScale(w_s[(2u * slot + b) * TILE_ROWS + r]);
+fn w_scale(b: u32, r: u32) -> WScale {
+  return WScale(w_s[b * TILE_ROWS + r]);
 }
 
 fn w_dot(wa: vec4<u32>, wb: vec4<u32>, xa: vec4<u32>, xb: vec4<u32>, xs: vec2<f32>, s: WScale) -> f32 {

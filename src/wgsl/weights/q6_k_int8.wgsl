@@ -23,8 +23,8 @@ struct WScale {
 
 @group(0) @binding(0) var<storage, read> weight: array<u32>;
 
-var<workgroup> w_s: array<vec2<i32>, W_SLOTS * 2u * TILE_ROWS>;  // [slot][block of the chunk][row]
-var<workgroup> w_d: array<f32, W_SLOTS * TILE_ROWS>;               // [slot][row]
+var<workgroup> w_s: array<vec2<i32>, 2u * TILE_ROWS>;  // [block of the chunk][row]
+var<workgroup> w_d: array<f32, TILE_ROWS>;
 
 fn w_fetch(row: u32, k0: u32, blocks_per_row: u32) -> WFetched {
   var f: WFetched;
@@ -61,7 +61,7 @@ fn w_fetch(row: u32, k0: u32, blocks_per_row: u32) -> WFetched {
   return f;
 }
 
-fn w_store(f: WFetched, k0: u32, r: u32, slot: u32) {
+fn w_store(f: WFetched, k0: u32, r: u32) {
   let hi = (k0 % 128u) / 64u;  // the chunk's nibble: quarters 0, 1 or 2, 3 of the half
   for (var k = 0u; k < 16u; k++) {
     let quarter = k / 8u;      // 0: ql bytes 0..31 and qh bits 2 hi; 1: ql bytes 32..63, qh bits 2 hi + 2
@@ -69,16 +69,16 @@ fn w_store(f: WFetched, k0: u32, r: u32, slot: u32) {
     let up = ((f.qh[k % 8u] >> (4u * hi + 2u * quarter)) & 0x03030303u) << 4u;
     // q - 32 as signed bytes without carries: flip bit 5, then copy it into bits 6 and 7.
     let t = (lo | up) ^ 0x20202020u;
-    w_q[W_SLOT_WORDS * slot + k * TILE_ROWS + r] = t | ((t & 0x20202020u) * 6u);
+    w_q[k * TILE_ROWS + r] = t | ((t & 0x20202020u) * 6u);
   }
   let sc = vec4<i32>(bitcast<vec4<i32>>(vec4<u32>(f.sc) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
-  w_s[2u * TILE_ROWS * slot + r] = sc.xy;
-  w_s[2u * TILE_ROWS * slot + TILE_ROWS + r] = sc.zw;
-  w_d[TILE_ROWS * slot + r] = f.d;
+  w_s[r] = sc.xy;
+  w_s[TILE_ROWS + r] = sc.zw;
+  w_d[r] = f.d;
 }
 
-fn w_scale(b: u32, r: u32, slot: u32) -> WScale {
-  return WScale(w_s[(2u * slot + b) * TILE_ROWS + r], w_d[TILE_ROWS * slot + r]);
+fn w_scale(b: u32, r: u32) -> WScale {
+  return WScale(w_s[b * TILE_ROWS + r], w_d[r]);
 }
 
 fn w_dot(wa: vec4<u32>, wb: vec4<u32>, xa: vec4<u32>, xb: vec4<u32>, xs: vec2<f32>, s: WScale) -> f32 {
