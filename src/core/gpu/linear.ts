@@ -275,10 +275,6 @@ const INT8_SNIPPETS: ReadonlyMap<GGMLType, readonly ShaderPart[]> = new Map([
   [GGMLType.Q4_K, [{ name: 'weights/q4_k_int8.wgsl', source: q4kInt8Source }]],
   [GGMLType.Q6_K, [WEIGHTS_COMMON, { name: 'weights/q6_k_int8.wgsl', source: q6kInt8Source }]],
 ]);
-/** Whether an int8 matmul handles weights of this dtype. */
-export function supportsInt8Type(type: GGMLType): boolean {
-  return INT8_SNIPPETS.has(type);
-}
 
 /**
  * K splits of an int8 matmul of `cols` columns whose unsplit grid is `groups` workgroups (see
@@ -414,9 +410,10 @@ export interface MatMulBinding extends MatVecBinding {
   /**
    * Q4_K and Q6_K weights (other dtypes ignore it): round x to 8 bits in blocks of 32 columns and
    * multiply in integers (round_q8 then matmul_int8.forward.wgsl), as llama.cpp's quantised matmuls do: y
-   * then differs from the f32 product by that rounding, about 0.5% of its scale. Its tile is the
-   * wide one, split over K ({@link matmulInt8Splits}) when the matrix alone would launch few
-   * workgroups. Needs WGSL's `packed_4x8_integer_dot_product` ({@link supportsInt8MatMul}).
+   * then differs from the f32 product by that rounding, about 0.5% of its scale. Its tile is 128
+   * rows by 64 or 128 tokens ({@link matmulInt8TileTokens}), split over K ({@link matmulInt8Splits})
+   * when the matrix alone would launch few workgroups. Needs WGSL's
+   * `packed_4x8_integer_dot_product` ({@link supportsInt8MatMul}).
    * Default: {@link LinearKernelsOptions.int8MatMul}.
    */
   int8?: boolean;
